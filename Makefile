@@ -1,0 +1,36 @@
+# Set-up from nothing: `make demo` runs the main job, `make test` the test suite.
+# Each creates .venv, installs the pinned torch and the build/test tools, builds the
+# extension (CPU always; CUDA whenever nvcc and a CUDA torch are present) and runs.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.14.1
+export MAX_JOBS ?= 2
+
+PY := $(VENV)/bin/python
+SOURCES := $(shell find csrc cutlass_ext apq_torch -type f \( -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' -o -name '*.py' \)) setup.py pyproject.toml
+
+.PHONY: demo test bench build clean
+
+$(VENV)/.deps:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH) numpy ninja setuptools wheel pytest nvidia-cutlass nvidia-cuda-cuobjdump
+	touch $@
+
+$(VENV)/.built: $(VENV)/.deps $(SOURCES)
+	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
+	touch $@
+
+build: $(VENV)/.built
+
+demo: build
+	$(PY) -m apq_torch demo
+
+test: build
+	$(PY) -m pytest -q tests
+
+bench: build
+	$(PY) bench/bench_cpu_gemm.py
+
+clean:
+	rm -rf build *.egg-info apq_torch/_C*.so

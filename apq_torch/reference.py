@@ -1,0 +1,154 @@
+"""Pure-PyTorch definition of every apq op: the executable spec the kernels are tested against.
+
+Formats (DESIGN.md §1): a b-bit matrix is stored as unsigned codes u in [0, 2^b), split
+into b bit planes; a format only reads u affinely, value = scale * (u + offset):
+
+    unsigned  offset = -zero_point       asymmetric, zero exactly representable
+    signed    offset = -2^(b-1)          symmetric two's-complement grid, offset binary
+    bipolar   offset = -(2^b - 1) / 2    every bit means -1 or +1: odd grid +-1, +-3, ...
+
+Packed layout (§3): planes int32 [b, R, KW], KW = ceil(K/256)*8; bit k of row r in plane i
+is bit k % 32 of word k // 32; padding bits are zero.
+
+Quantization arithmetic is written as the same fp32 operations in the same order as
+csrc/format.h, so CPU, CUDA and this reference produce identical codes, scales and offsets.
+"""
+
+from __future__ import annotations
+
+import torch
+
+FORMATS = ("unsigned", "signed", "bipolar")
+_FLT_MIN = torch.finfo(torch.float32).tiny
+
+
+def padded_words(K: int) -> int:
+    """int32 words per packed row: K padded to a multiple of 256 bits."""
+    return (K + 255) // 256 * 8
+
+
+def num_groups(K: int, group_size: int) -> int:
+    return 1 if group_size == 0 else -(-K // group_size)
+
+
+def format_offset(fmt: str, bits: int) -> float:
+    """The fixed offset of the symmetric formats (unsigned has a per-row zero point)."""
+    if fmt == "signed":
+        return -float(2 ** (bits - 1))
+    if fmt == "bipolar":
+        return -0.5 * (2**bits - 1)
+    raise ValueError(f"format {fmt!r} has no fixed offset")
+
+
+def group_sums(codes: torch.Tensor, group_size: int) -> torch.Tensor:
+    """int32 [R, G]: sum of the codes of each row within each K-group."""
+    R, K = codes.shape
+    span = K if group_size == 0 else group_size
+    G = num_groups(K, group_size)
+    padded = torch.zeros(R, G * span, dtype=torch.int64, device=codes.device)
+    padded[:, :K] = codes.to(torch.int64)
+    return padded.view(R, G, span).sum(-1).to(torch.int32)
+
+
+def pack(codes: torch.Tensor, bits: int, group_size: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    R, K = codes.shape
+    c = codes.to(torch.int64)
+    assert int(c.min()) >= 0 and int(c.max()) < 2**bits, "codes out of range"
+    W = padded_words(K)
+    padded = torch.zeros(R, W * 32, dtype=torch.int64, device=codes.device)
+    padded[:, :K] = c
+    weights = torch.bitwise_left_shift(torch.ones(32, dtype=torch.int64, device=codes.device),
+                                       torch.arange(32, device=codes.device))
+    planes = []
+    for i in range(bits):
+        bit = (padded >> i) & 1
+        words = (bit.view(R, W, 32) * weights).sum(-1)  # in [0, 2^32)
+        planes.append(torch.where(words >= 2**31, words - 2**32, words))
+    return torch.stack(planes).to(torch.int32), group_sums(c, group_size)
+
+
+def unpack(planes: torch.Tensor, K: int) -> torch.Tensor:
+    bits, R, W = planes.shape
+    words = planes.to(torch.int64) & 0xFFFFFFFF
+    k = torch.arange(K, device=planes.device)
+    bit = (words[:, :, k // 32] >> (k % 32)) & 1  # [bits, R, K]
+    scale = torch.bitwise_left_shift(torch.ones(bits, dtype=torch.int64, device=planes.device),
+                                     torch.arange(bits, device=planes.device))
+    return (bit * scale.view(bits, 1, 1)).sum(0).to(torch.int32)
+
+
+def quant_params(x: torch.Tensor, bits: int, fmt: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row (scale, offset) of dynamic quantization, fp32 [M] each."""
+    xf = x.float()
+    qmax = float(2**bits - 1)
+    lo = xf.amin(-1).clamp(max=0.0)
+    hi = xf.amax(-1).clamp(min=0.0)
+    if fmt == "unsigned":
+        scale = ((hi - lo) / qmax).clamp(min=_FLT_MIN)
+        zero_point = (-lo / scale).round().clamp(0.0, qmax)
+        offset = -zero_point
+    else:
+        absmax = torch.maximum(-lo, hi)
+        if fmt == "signed":
+            half = float(2 ** (bits - 1))
+            scale = (absmax / (half - 1.0)).clamp(min=_FLT_MIN)
+        elif fmt == "bipolar":
+            scale = ((2.0 * absmax) / qmax).clamp(min=_FLT_MIN)
+        else:
+            raise ValueError(f"unknown format {fmt!r}")
+        offset = torch.full_like(scale, format_offset(fmt, bits))
+    finite = torch.isfinite(xf).all(-1)
+    scale = torch.where(finite, scale, torch.full_like(scale, float("nan")))
+    offset = torch.where(finite, offset, torch.zeros_like(offset))
+    return scale, offset
+
+
+def quantize(x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, bits: int) -> torch.Tensor:
+    """Codes clamp(round_half_even(x / scale - offset), 0, 2^bits - 1); 0 where scale is NaN."""
+    t = x.float() / scale.unsqueeze(-1) - offset.unsqueeze(-1)
+    codes = t.round().clamp(0.0, float(2**bits - 1))
+    return torch.where(scale.isnan().unsqueeze(-1), torch.zeros_like(codes), codes).to(torch.int32)
+
+
+def quantize_pack(x: torch.Tensor, bits: int, fmt: str, group_size: int = 0):
+    scale, offset = quant_params(x, bits, fmt)
+    codes = quantize(x, scale, offset, bits)
+    planes, rowsum = pack(codes, bits, group_size)
+    return planes, rowsum, scale, offset
+
+
+def gemm(x_planes: torch.Tensor, w_planes: torch.Tensor, K: int) -> torch.Tensor:
+    ux = unpack(x_planes, K).to(torch.int64)
+    uw = unpack(w_planes, K).to(torch.int64)
+    return (ux @ uw.T).to(torch.int32)
+
+
+def dequantize(planes: torch.Tensor, K: int, scale: torch.Tensor, offset: torch.Tensor,
+               group_size: int) -> torch.Tensor:
+    """fp64 [R, K] values scale * (u + offset); scale/offset are [R] or [R, G]."""
+    u = unpack(planes, K).double()
+    if scale.dim() == 1:
+        return scale.double().unsqueeze(1) * (u + offset.double().unsqueeze(1))
+    span = K if group_size == 0 else group_size
+    g = torch.arange(K, device=planes.device) // span
+    return scale.double()[:, g] * (u + offset.double()[:, g])
+
+
+def qmatmul(x_planes, x_rowsum, x_scale, x_offset, w_planes, w_rowsum, w_scale, w_offset,
+            K: int, group_size: int, bias, out_dtype: torch.dtype) -> torch.Tensor:
+    """fp64 product of the dequantized operands. The row sums are caches of the planes:
+    the definition does not need them."""
+    x = dequantize(x_planes, K, x_scale, x_offset, group_size)
+    w = dequantize(w_planes, K, w_scale, w_offset, group_size)
+    y = x @ w.T
+    if bias is not None:
+        y = y + bias.double()
+    return y.to(out_dtype)
+
+
+def linear(x, w_planes, w_rowsum, w_scale, w_offset, K: int, group_size: int, a_bits: int,
+           a_format: str, bias) -> torch.Tensor:
+    x2 = x.reshape(-1, K)
+    xp, xs, xsc, xo = quantize_pack(x2, a_bits, a_format, group_size)
+    y = qmatmul(xp, xs, xsc, xo, w_planes, w_rowsum, w_scale, w_offset, K, group_size, bias, x.dtype)
+    return y.view(*x.shape[:-1], w_planes.shape[1])

@@ -1,0 +1,53 @@
+// Argument validation shared by every device: each failure names the op and the argument.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <initializer_list>
+#include <string_view>
+
+namespace apq {
+
+using at::Tensor;
+
+constexpr int64_t kMaxBits = 8;
+constexpr int64_t kBlockBits = 256;  // K is padded to one m16n8k256 step
+constexpr int64_t kWordsPerBlock = kBlockBits / 32;
+constexpr int64_t kGroupQuantum = 64;  // group_size is a multiple of one 64-bit CPU word
+
+// int32 words per packed row: K padded to a multiple of 256 bits.
+inline int64_t padded_words(int64_t K) { return (K + kBlockBits - 1) / kBlockBits * kWordsPerBlock; }
+
+// Number of K-groups; group_size 0 means one group spanning the whole row.
+inline int64_t num_groups(int64_t K, int64_t group_size) {
+  return group_size == 0 ? 1 : (K + group_size - 1) / group_size;
+}
+
+void check_bits(int64_t bits, const char* op, const char* name);
+void check_K(int64_t K, const char* op);
+void check_group_size(int64_t group_size, const char* op);
+
+// int32 [bits, rows, padded_words(K)], contiguous, bits in 1..8.
+void check_planes(const Tensor& planes, int64_t K, const char* op, const char* name);
+
+// dtype, exact sizes and contiguity of a metadata tensor (row sums, scales, offsets).
+void check_tensor(const Tensor& t, const char* op, const char* name, at::ScalarType dtype,
+                  std::initializer_list<int64_t> sizes);
+
+// Every tensor on the device of the first one.
+void check_same_device(const char* op, std::initializer_list<std::pair<const char*, const Tensor*>> tensors);
+
+// Checks of a qmatmul call: returns nothing, throws with the offending argument's name.
+void check_qmatmul_args(const char* op, const Tensor& x_planes, const Tensor& x_rowsum,
+                        const Tensor& x_scale, const Tensor& x_offset, const Tensor& w_planes,
+                        const Tensor& w_rowsum, const Tensor& w_scale, const Tensor& w_offset,
+                        int64_t K, int64_t group_size, const std::optional<Tensor>& bias,
+                        at::ScalarType out_dtype);
+
+// Checks of a gemm call, including that the exact int32 result cannot overflow.
+void check_gemm_args(const char* op, const Tensor& x_planes, const Tensor& w_planes, int64_t K);
+
+// Activation input of quantize_pack / linear: floating, last dimension K.
+void check_activation(const Tensor& x, int64_t K, const char* op, const char* name, bool need_2d);
+
+}  // namespace apq

@@ -1,0 +1,57 @@
+// Interface between the torch-facing CPU ops and the ISA-specific popcount kernels.
+// The kernels see raw pointers only, so their translation units include no torch headers
+// and can be compiled for AVX-512 without touching code that runs everywhere.
+#pragma once
+
+#include <cstdint>
+
+namespace apq::cpu {
+
+// The b bit planes of a [rows, K] code matrix in the canonical layout (DESIGN.md §3),
+// read as little-endian 64-bit words: bit k of a row is bit k % 64 of word k / 64.
+struct PlaneMatrix {
+  const uint64_t* data;  // data[(plane * rows + row) * row_qwords + q]
+  int64_t bits;
+  int64_t rows;
+  int64_t row_qwords;
+};
+
+// How K splits into groups of 64-bit words; one group when group_size == 0.
+struct GroupSpec {
+  int64_t K;             // true length in bits; bits at and beyond K are ignored
+  int64_t group_qwords;  // words per group (the last one may be shorter)
+  int64_t groups;
+};
+
+// Receives the exact integer products of one micro tile of outputs:
+// U[(i * ncols_stride + j) * groups + g] = sum_{k in g} u_x[m0 + i, k] * u_w[n0 + j, k].
+class TileSink {
+ public:
+  virtual void consume(int64_t m0, int64_t mrows, int64_t n0, int64_t ncols,
+                       int64_t ncols_stride, const int64_t* U) = 0;
+
+ protected:
+  ~TileSink() = default;
+};
+
+// Micro tile shape of `product`; its scratch holds kMicroRows * kMicroCols * groups values.
+constexpr int kMicroRows = 4;
+constexpr int kMicroCols = 4;
+
+struct Kernels {
+  const char* name;
+  // Every micro tile of outputs [m0, m1) x [n0, n1), each handed to sink.consume.
+  void (*product)(const PlaneMatrix& x, const PlaneMatrix& w, const GroupSpec& groups,
+                  int64_t m0, int64_t m1, int64_t n0, int64_t n1, TileSink& sink,
+                  int64_t* scratch);
+  // Bit planes of one row of byte codes: writes row_qwords words into each of `bits`
+  // planes (plane i at dst + i * plane_stride), zero past K.
+  void (*pack_row)(const uint8_t* codes, int64_t K, int64_t bits, uint64_t* dst,
+                   int64_t plane_stride, int64_t row_qwords);
+};
+
+const Kernels& portable_kernels();
+// nullptr when this build or this CPU has no AVX-512 VPOPCNTDQ.
+const Kernels* avx512_kernels();
+
+}  // namespace apq::cpu

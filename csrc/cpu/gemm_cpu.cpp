@@ -1,0 +1,166 @@
+// CPU gemm, qmatmul and linear: the bit-plane product of cpu_kernels.h, parallel over
+// output blocks, with the exact int32 or the affine/dequant epilogue of DESIGN.md §2.
+#include "../checks.h"
+#include "../format.h"
+#include "../ops.h"
+#include "kernel_select.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <vector>
+
+namespace apq {
+namespace {
+
+// Output block of one parallel task; big enough to reuse planes from L2, small enough
+// that decode shapes (M = 1) still split across threads.
+constexpr int64_t kBlockRows = 64, kBlockCols = 64;
+
+cpu::PlaneMatrix plane_matrix(const Tensor& planes) {
+  return {reinterpret_cast<const uint64_t*>(planes.data_ptr<int32_t>()), planes.size(0),
+          planes.size(1), planes.size(2) / 2};
+}
+
+// Runs the bit-plane product of x (M rows) and w (N rows) into `sink`, parallel over blocks.
+void product(const Tensor& x_planes, const Tensor& w_planes, int64_t K, int64_t group_size,
+             cpu::TileSink& sink) {
+  const cpu::PlaneMatrix x = plane_matrix(x_planes), w = plane_matrix(w_planes);
+  const int64_t G = num_groups(K, group_size);
+  const cpu::GroupSpec groups{K, group_size == 0 ? (K + 63) / 64 : group_size / 64, G};
+  const int64_t row_blocks = (x.rows + kBlockRows - 1) / kBlockRows;
+  const int64_t col_blocks = (w.rows + kBlockCols - 1) / kBlockCols;
+  const auto& kernels = cpu::active_kernels();
+  at::parallel_for(0, row_blocks * col_blocks, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<int64_t> scratch(static_cast<size_t>(cpu::kMicroRows * cpu::kMicroCols * G));
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t m0 = b / col_blocks * kBlockRows, n0 = b % col_blocks * kBlockCols;
+      kernels.product(x, w, groups, m0, std::min(m0 + kBlockRows, x.rows), n0,
+                      std::min(n0 + kBlockCols, w.rows), sink, scratch.data());
+    }
+  });
+}
+
+struct ExactSink final : cpu::TileSink {
+  int32_t* out;
+  int64_t N;
+  void consume(int64_t m0, int64_t mrows, int64_t n0, int64_t ncols, int64_t stride,
+               const int64_t* U) override {
+    for (int64_t i = 0; i < mrows; ++i) {
+      for (int64_t j = 0; j < ncols; ++j) out[(m0 + i) * N + n0 + j] = static_cast<int32_t>(U[i * stride + j]);
+    }
+  }
+};
+
+// y[m, n] = sx[m] * sum_g sw[n, g] * (U_g + zw * Sx_g[m] + zx[m] * Sw_g[n] + zx[m] * zw * |g|) + bias[n],
+// in double so the affine terms cancel without rounding error.
+template <typename out_t>
+struct AffineSink final : cpu::TileSink {
+  const int32_t* x_rowsum;
+  const float* x_scale;
+  const float* x_offset;
+  const int32_t* w_rowsum;
+  const float* w_scale;
+  const float* w_offset;
+  const float* bias;  // nullptr: none
+  std::vector<double> group_len;
+  out_t* out;
+  int64_t N;
+
+  void consume(int64_t m0, int64_t mrows, int64_t n0, int64_t ncols, int64_t stride,
+               const int64_t* U) override {
+    const int64_t G = static_cast<int64_t>(group_len.size());
+    for (int64_t i = 0; i < mrows; ++i) {
+      const int64_t m = m0 + i;
+      const double zx = x_offset[m];
+      for (int64_t j = 0; j < ncols; ++j) {
+        const int64_t n = n0 + j;
+        const int64_t* u = U + (i * stride + j) * G;
+        double acc = 0.0;
+        for (int64_t g = 0; g < G; ++g) {
+          const double zw = w_offset[n * G + g];
+          const double sum = static_cast<double>(u[g]) + zw * x_rowsum[m * G + g] +
+                             zx * (w_rowsum[n * G + g] + zw * group_len[g]);
+          acc += static_cast<double>(w_scale[n * G + g]) * sum;
+        }
+        const double y = static_cast<double>(x_scale[m]) * acc + (bias ? bias[n] : 0.0);
+        out[m * N + n] = static_cast<out_t>(static_cast<float>(y));
+      }
+    }
+  }
+};
+
+Tensor qmatmul_impl(const char* op, const Tensor& x_planes, const Tensor& x_rowsum,
+                    const Tensor& x_scale, const Tensor& x_offset, const Tensor& w_planes,
+                    const Tensor& w_rowsum, const Tensor& w_scale, const Tensor& w_offset,
+                    int64_t K, int64_t group_size, const std::optional<Tensor>& bias,
+                    at::ScalarType out_dtype) {
+  check_qmatmul_args(op, x_planes, x_rowsum, x_scale, x_offset, w_planes, w_rowsum, w_scale,
+                     w_offset, K, group_size, bias, out_dtype);
+  const int64_t M = x_planes.size(1), N = w_planes.size(1), G = num_groups(K, group_size);
+  Tensor out = at::empty({M, N}, x_planes.options().dtype(out_dtype));
+  if (M == 0 || N == 0) return out;
+  const Tensor bias_f = bias.has_value() ? bias->to(at::kFloat).contiguous() : Tensor();
+  std::vector<double> group_len(static_cast<size_t>(G));
+  for (int64_t g = 0; g < G; ++g) {
+    group_len[g] = static_cast<double>(group_size == 0 ? K : std::min(group_size, K - g * group_size));
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out_dtype, "qmatmul_cpu", [&] {
+    AffineSink<scalar_t> sink;
+    sink.x_rowsum = x_rowsum.data_ptr<int32_t>();
+    sink.x_scale = x_scale.data_ptr<float>();
+    sink.x_offset = x_offset.data_ptr<float>();
+    sink.w_rowsum = w_rowsum.data_ptr<int32_t>();
+    sink.w_scale = w_scale.data_ptr<float>();
+    sink.w_offset = w_offset.data_ptr<float>();
+    sink.bias = bias_f.defined() ? bias_f.data_ptr<float>() : nullptr;
+    sink.group_len = std::move(group_len);
+    sink.out = out.data_ptr<scalar_t>();
+    sink.N = N;
+    product(x_planes, w_planes, K, group_size, sink);
+  });
+  return out;
+}
+
+}  // namespace
+
+Tensor gemm_cpu(const Tensor& x_planes, const Tensor& w_planes, int64_t K) {
+  check_gemm_args("apq::gemm", x_planes, w_planes, K);
+  const int64_t M = x_planes.size(1), N = w_planes.size(1);
+  Tensor out = at::empty({M, N}, x_planes.options());
+  if (M == 0 || N == 0) return out;
+  ExactSink sink;
+  sink.out = out.data_ptr<int32_t>();
+  sink.N = N;
+  product(x_planes, w_planes, K, /*group_size=*/0, sink);
+  return out;
+}
+
+Tensor qmatmul_cpu(const Tensor& x_planes, const Tensor& x_rowsum, const Tensor& x_scale,
+                   const Tensor& x_offset, const Tensor& w_planes, const Tensor& w_rowsum,
+                   const Tensor& w_scale, const Tensor& w_offset, int64_t K, int64_t group_size,
+                   const std::optional<Tensor>& bias, at::ScalarType out_dtype) {
+  return qmatmul_impl("apq::qmatmul", x_planes, x_rowsum, x_scale, x_offset, w_planes, w_rowsum,
+                      w_scale, w_offset, K, group_size, bias, out_dtype);
+}
+
+Tensor linear_cpu(const Tensor& x, const Tensor& w_planes, const Tensor& w_rowsum,
+                  const Tensor& w_scale, const Tensor& w_offset, int64_t K, int64_t group_size,
+                  int64_t a_bits, std::string_view a_format, const std::optional<Tensor>& bias) {
+  constexpr const char* op = "apq::linear";
+  check_K(K, op);
+  check_activation(x, K, op, "x", /*need_2d=*/false);
+  check_bits(a_bits, op, "a_bits");
+  parse_format(a_format, a_bits, op, "a_format");
+  check_planes(w_planes, K, op, "w_planes");
+  check_group_size(group_size, op);
+  const auto [x_planes, x_rowsum, x_scale, x_offset] =
+      quantize_pack_cpu(x.reshape({-1, K}).contiguous(), a_bits, a_format, group_size);
+  const Tensor y = qmatmul_impl(op, x_planes, x_rowsum, x_scale, x_offset, w_planes, w_rowsum,
+                                w_scale, w_offset, K, group_size, bias, x.scalar_type());
+  std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
+  out_shape.back() = w_planes.size(1);
+  return y.view(out_shape);
+}
+
+}  // namespace apq

@@ -1,0 +1,123 @@
+// CPU pack, unpack and quantize_pack: codes <-> bit planes, with per-group row sums.
+#include "../checks.h"
+#include "../format.h"
+#include "../ops.h"
+#include "kernel_select.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <vector>
+
+namespace apq {
+namespace {
+
+// Packs one row of K byte codes into row r of `planes` and writes its per-group sums.
+void pack_row(const uint8_t* row, int64_t r, int64_t K, int64_t group_size, Tensor& planes,
+              Tensor& rowsum) {
+  const int64_t bits = planes.size(0), R = planes.size(1), row_qwords = planes.size(2) / 2;
+  const int64_t G = rowsum.size(1), span = group_size == 0 ? K : group_size;
+  auto* dst = reinterpret_cast<uint64_t*>(planes.data_ptr<int32_t>()) + r * row_qwords;
+  cpu::active_kernels().pack_row(row, K, bits, dst, R * row_qwords, row_qwords);
+  int32_t* sums = rowsum.data_ptr<int32_t>() + r * G;
+  for (int64_t g = 0; g < G; ++g) {
+    int32_t s = 0;
+    for (int64_t k = g * span; k < std::min(K, (g + 1) * span); ++k) s += row[k];
+    sums[g] = s;
+  }
+}
+
+}  // namespace
+
+std::tuple<Tensor, Tensor> pack_cpu(const Tensor& codes, int64_t bits, int64_t group_size) {
+  constexpr const char* op = "apq::pack";
+  check_bits(bits, op, "bits");
+  check_group_size(group_size, op);
+  TORCH_CHECK(codes.dim() == 2, op, ": argument 'codes' must be 2-D [rows, K], got ", codes.dim(),
+              " dimensions");
+  TORCH_CHECK(at::isIntegralType(codes.scalar_type(), /*includeBool=*/false), op,
+              ": argument 'codes' must be an integer tensor, got ", codes.scalar_type());
+  const int64_t R = codes.size(0), K = codes.size(1);
+  TORCH_CHECK(K >= 1, op, ": argument 'codes' must have at least one column (K >= 1)");
+  if (codes.numel() > 0) {
+    const auto [lo, hi] = at::aminmax(codes);
+    const int64_t lo_v = lo.item<int64_t>(), hi_v = hi.item<int64_t>();
+    TORCH_CHECK(lo_v >= 0 && hi_v < (int64_t{1} << bits), op,
+                ": argument 'codes' must hold unsigned ", bits, "-bit codes in [0, ",
+                (int64_t{1} << bits) - 1, "], found values in [", lo_v, ", ", hi_v, "]");
+  }
+  const Tensor bytes = codes.to(at::kByte).contiguous();
+  Tensor planes = at::empty({bits, R, padded_words(K)}, codes.options().dtype(at::kInt));
+  Tensor rowsum = at::empty({R, num_groups(K, group_size)}, codes.options().dtype(at::kInt));
+  const uint8_t* src = bytes.data_ptr<uint8_t>();
+  at::parallel_for(0, R, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) pack_row(src + r * K, r, K, group_size, planes, rowsum);
+  });
+  return {planes, rowsum};
+}
+
+Tensor unpack_cpu(const Tensor& planes, int64_t K) {
+  constexpr const char* op = "apq::unpack";
+  check_K(K, op);
+  check_planes(planes, K, op, "planes");
+  const int64_t bits = planes.size(0), R = planes.size(1), W = planes.size(2);
+  Tensor codes = at::empty({R, K}, planes.options());
+  const uint32_t* src = reinterpret_cast<const uint32_t*>(planes.data_ptr<int32_t>());
+  int32_t* dst = codes.data_ptr<int32_t>();
+  at::parallel_for(0, R, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t k = 0; k < K; ++k) {
+        int32_t u = 0;
+        for (int64_t i = 0; i < bits; ++i) {
+          u |= static_cast<int32_t>((src[(i * R + r) * W + k / 32] >> (k % 32)) & 1u) << i;
+        }
+        dst[r * K + k] = u;
+      }
+    }
+  });
+  return codes;
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> quantize_pack_cpu(
+    const Tensor& x, int64_t bits, std::string_view format, int64_t group_size) {
+  constexpr const char* op = "apq::quantize_pack";
+  check_bits(bits, op, "bits");
+  const Format fmt = parse_format(format, bits, op, "format");
+  check_group_size(group_size, op);
+  TORCH_CHECK(x.dim() == 2, op, ": argument 'x' must be 2-D [M, K], got ", x.dim(), " dimensions");
+  const int64_t M = x.size(0), K = x.size(1);
+  check_K(K, op);
+  check_activation(x, K, op, "x", /*need_2d=*/true);
+
+  const auto opts = x.options();
+  Tensor planes = at::empty({bits, M, padded_words(K)}, opts.dtype(at::kInt));
+  Tensor rowsum = at::empty({M, num_groups(K, group_size)}, opts.dtype(at::kInt));
+  Tensor scale = at::empty({M}, opts.dtype(at::kFloat));
+  Tensor offset = at::empty({M}, opts.dtype(at::kFloat));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "quantize_pack_cpu", [&] {
+    const scalar_t* xs = x.data_ptr<scalar_t>();
+    float* sc = scale.data_ptr<float>();
+    float* of = offset.data_ptr<float>();
+    at::parallel_for(0, M, 16, [&](int64_t m0, int64_t m1) {
+      std::vector<float> row(static_cast<size_t>(K));
+      std::vector<uint8_t> codes(static_cast<size_t>(K));
+      for (int64_t m = m0; m < m1; ++m) {
+        RowStats stats = RowStats::empty();
+        for (int64_t k = 0; k < K; ++k) {
+          row[k] = static_cast<float>(xs[m * K + k]);
+          stats.add(row[k]);
+        }
+        const QuantParams p = choose_params(stats, static_cast<int>(bits), fmt);
+        sc[m] = p.scale;
+        of[m] = p.offset;
+        for (int64_t k = 0; k < K; ++k) {
+          codes[k] = static_cast<uint8_t>(quantize_value(row[k], p, static_cast<int>(bits)));
+        }
+        pack_row(codes.data(), m, K, group_size, planes, rowsum);
+      }
+    });
+  });
+  return {planes, rowsum, scale, offset};
+}
+
+}  // namespace apq

@@ -1,0 +1,37 @@
+// Host entry points of the apq ops, one set per device. Schemas: torch_bindings.cpp.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <string_view>
+#include <tuple>
+
+namespace apq {
+
+using at::Tensor;
+
+std::tuple<Tensor, Tensor> pack_cpu(const Tensor& codes, int64_t bits, int64_t group_size);
+Tensor unpack_cpu(const Tensor& planes, int64_t K);
+std::tuple<Tensor, Tensor, Tensor, Tensor> quantize_pack_cpu(
+    const Tensor& x, int64_t bits, std::string_view format, int64_t group_size);
+Tensor gemm_cpu(const Tensor& x_planes, const Tensor& w_planes, int64_t K);
+Tensor qmatmul_cpu(const Tensor& x_planes, const Tensor& x_rowsum, const Tensor& x_scale,
+                   const Tensor& x_offset, const Tensor& w_planes, const Tensor& w_rowsum,
+                   const Tensor& w_scale, const Tensor& w_offset, int64_t K, int64_t group_size,
+                   const std::optional<Tensor>& bias, at::ScalarType out_dtype);
+Tensor linear_cpu(const Tensor& x, const Tensor& w_planes, const Tensor& w_rowsum,
+                  const Tensor& w_scale, const Tensor& w_offset, int64_t K, int64_t group_size,
+                  int64_t a_bits, std::string_view a_format, const std::optional<Tensor>& bias);
+
+// Which CPU popcount kernel runs ("avx512" or "portable"); "" only queries.
+std::string cpu_kernel(std::string_view request);
+
+#ifdef APQ_WITH_CUDA
+std::tuple<Tensor, Tensor> pack_cuda(const Tensor& codes, int64_t bits, int64_t group_size);
+Tensor unpack_cuda(const Tensor& planes, int64_t K);
+std::tuple<Tensor, Tensor, Tensor, Tensor> quantize_pack_cuda(
+    const Tensor& x, int64_t bits, std::string_view format, int64_t group_size);
+#endif
+
+}  // namespace apq
