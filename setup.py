@@ -60,6 +60,19 @@ def _cutlass_includes():
     return [os.path.join(source, "include"), os.path.join(source, "tools", "util", "include")]
 
 
+def _pip_cuda_includes():
+    """Headers of the nvidia-* wheels that a pip CUDA torch depends on (cusparse.h, ...),
+    searched after the toolkit's own include directory."""
+    try:
+        import nvidia
+    except ImportError:
+        return []
+    found = []
+    for base in nvidia.__path__:
+        found += sorted(glob.glob(os.path.join(base, "cu*", "include")))
+    return found
+
+
 def _gencode_flags():
     flags = []
     for arch in os.environ.get("APQ_CUDA_ARCHS", "80;90a").replace(",", ";").split(";"):
@@ -70,18 +83,25 @@ def _gencode_flags():
 
 
 def _extension():
-    cxx = ["-O3", "-std=c++20", "-ffp-contract=off"]
+    # -fopenmp: at::parallel_for is inlined from ATen's headers and is serial without it.
+    cxx = ["-O3", "-std=c++20", "-ffp-contract=off", "-fopenmp"]
+    link = ["-fopenmp"]
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     if not _want_cuda():
-        return CppExtension("apq_torch._C", sources, extra_compile_args={"cxx": cxx})
+        return CppExtension("apq_torch._C", sources, extra_compile_args={"cxx": cxx},
+                            extra_link_args=link)
     nvcc = ["-O3", "-std=c++20", "-DAPQ_WITH_CUDA", "--expt-relaxed-constexpr", "-lineinfo"]
     nvcc += _gencode_flags()
+    after_toolkit = [flag for d in _pip_cuda_includes() for flag in ("-isystem", d)]
+    cxx += after_toolkit
+    nvcc += after_toolkit
     sources += sorted(glob.glob("csrc/cuda/*.cpp") + glob.glob("csrc/cuda/*.cu"))
     return CUDAExtension(
         "apq_torch._C",
         sources,
         include_dirs=[os.path.join(ROOT, "cutlass_ext")] + _cutlass_includes(),
         extra_compile_args={"cxx": cxx + ["-DAPQ_WITH_CUDA"], "nvcc": nvcc},
+        extra_link_args=link,
     )
 
 

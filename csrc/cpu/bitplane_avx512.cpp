@@ -21,13 +21,8 @@ struct Avx512 {
 
   static vec zero() { return _mm512_setzero_si512(); }
   static vec load(const uint64_t* p) { return _mm512_loadu_si512(p); }
-  static vec load_tail(const uint64_t* p, int n, uint64_t bits) {
-    const __mmask8 valid = static_cast<__mmask8>((1u << n) - 1);
-    const vec v = _mm512_maskz_loadu_epi64(valid, p);
-    const vec keep = _mm512_mask_blend_epi64(static_cast<__mmask8>(1u << (n - 1)),
-                                             _mm512_set1_epi64(-1),
-                                             _mm512_set1_epi64(static_cast<int64_t>(bits)));
-    return _mm512_and_si512(v, keep);
+  static vec load_lanes(const uint64_t* p, int n) {
+    return _mm512_maskz_loadu_epi64(static_cast<__mmask8>((1u << n) - 1), p);
   }
   static vec and_popc(vec a, vec b) { return _mm512_popcnt_epi64(_mm512_and_si512(a, b)); }
   static vec add(vec a, vec b) { return _mm512_add_epi64(a, b); }
@@ -72,7 +67,7 @@ void pack_row_avx512(const uint8_t* codes, int64_t K, int64_t bits, uint64_t* ds
   }
 }
 
-const Kernels kAvx512{"avx512", &product<Avx512>, &pack_row_avx512};
+const Kernels kAvx512{"avx512", Avx512::lanes, &product<Avx512>, &pack_row_avx512};
 
 }  // namespace
 

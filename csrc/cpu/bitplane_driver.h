@@ -1,14 +1,16 @@
 // The bit-plane product and plane packing, written once over a vector policy V and
 // instantiated per ISA (bitplane_avx512.cpp, bitplane_portable.cpp).
 //
-// A micro tile of MR tokens x NR channels walks K in chunks. For every plane pair (i, j)
-// it accumulates popc(x_i AND w_j) lane-wise over the chunk, then adds the lane sums,
-// shifted by i + j, into `tot` (the shift-add recovery of DESIGN.md §2). At the end of a
+// A micro tile of MR tokens x NR channels walks K in chunks, reading x from panels
+// (cpu_kernels.h: XPanels) and w from its canonical rows. For every shift s it
+// accumulates popc(x_i AND w_j) lane-wise over the chunk for all plane pairs with
+// i + j = s, then adds the lane sums, shifted by s, into `tot` (the shift-add recovery
+// of DESIGN.md §2). At the end of a
 // K-group `tot` is reduced across lanes into U[t][g]; groups narrower than a vector are
 // split off lane by lane. Nothing of size b_x * b_w leaves the micro tile.
 //
-// V provides: vec, lanes, chunk_vectors, zero(), load(p), load_tail(p, n, bits) (first n
-// lanes, the last of them ANDed with bits, the rest zero), and_popc(a, b), add(a, b),
+// V provides: vec, lanes, chunk_vectors, zero(), load(p), load_lanes(p, n) (the first n
+// lanes, the rest zero), and_popc(a, b), add(a, b),
 // shl(a, s), hsum(v, n, out) (out[t] = sum of the lanes of v[t]) and store(a, out).
 //
 // Everything here has internal linkage on purpose: the AVX-512 translation unit compiles
@@ -27,87 +29,107 @@ namespace {
 // target flags and could be merged into other TUs by the linker.
 constexpr int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
+#if defined(__GNUC__)
+#define APQ_KERNEL_INLINE inline __attribute__((always_inline))
+#define APQ_KERNEL_LAMBDA_INLINE __attribute__((always_inline))
+#else
+#define APQ_KERNEL_INLINE inline
+#define APQ_KERNEL_LAMBDA_INLINE
+#endif
+
 template <class V, int MR, int NR>
 struct MicroTile {
   static constexpr int T = MR * NR;
   using vec = typename V::vec;
 
-  const PlaneMatrix& x;
+  const XPanels& x;
   const PlaneMatrix& w;
   const GroupSpec& gs;
-  const uint64_t* xrow[MR];  // plane-0 row of each token (ragged edges repeat the last row)
-  const uint64_t* wrow[NR];
-  int64_t nq;          // words holding real bits
-  int64_t nv;          // vectors covering them
-  int tail_lanes;      // valid lanes of the last vector
-  uint64_t tail_bits;  // valid bits of the last word
+  const uint64_t* xpanel;    // this tile's rows, laid out as XPanels describes
+  const uint64_t* wrow[NR];  // plane-0 row of each channel (a ragged edge repeats the last)
+  int64_t nq;                // words holding real bits
+  int64_t nv;                // vectors covering them
+  int w_tail_lanes;          // lanes of w's last vector inside the row (masked load), or 0
 
-  MicroTile(const PlaneMatrix& x_, const PlaneMatrix& w_, const GroupSpec& gs_, int64_t m0,
-            int64_t n0)
+  MicroTile(const XPanels& x_, const PlaneMatrix& w_, const GroupSpec& gs_, int64_t m0, int64_t n0)
       : x(x_), w(w_), gs(gs_) {
-    for (int r = 0; r < MR; ++r) xrow[r] = x.data + imin(m0 + r, x.rows - 1) * x.row_qwords;
+    xpanel = x.data + m0 * x.bits * x.vectors * V::lanes;
     for (int c = 0; c < NR; ++c) wrow[c] = w.data + imin(n0 + c, w.rows - 1) * w.row_qwords;
     nq = (gs.K + 63) / 64;
-    nv = (nq + V::lanes - 1) / V::lanes;
-    tail_lanes = static_cast<int>(nq - (nv - 1) * V::lanes);
-    tail_bits = gs.K % 64 ? (uint64_t{1} << (gs.K % 64)) - 1 : ~uint64_t{0};
+    nv = x.vectors;
+    // x is zero past K, so w's last vector may read garbage words, but not past its row.
+    const int64_t room = w.row_qwords - (nv - 1) * V::lanes;
+    w_tail_lanes = room < V::lanes ? static_cast<int>(room) : 0;
   }
 
-  // tot[t] += sum over vectors [v0, v1) and all plane pairs of popc(x_i & w_j) << (i + j).
-  void accumulate(int64_t v0, int64_t v1, vec* tot) const {
-    const bool has_tail = v1 == nv;
-    const int64_t v_full_end = has_tail ? nv - 1 : v1;
-    const int64_t xplane = x.rows * x.row_qwords, wplane = w.rows * w.row_qwords;
-    for (int64_t i = 0; i < x.bits; ++i) {
-      for (int64_t j = 0; j < w.bits; ++j) {
-        vec acc[T];
-        for (int t = 0; t < T; ++t) acc[t] = V::zero();
-        auto step = [&](int64_t q, auto load) {
-          vec xv[MR];
-          for (int r = 0; r < MR; ++r) xv[r] = load(xrow[r] + i * xplane + q, true);
-          for (int c = 0; c < NR; ++c) {
-            const vec wv = load(wrow[c] + j * wplane + q, false);
-            for (int r = 0; r < MR; ++r) acc[r * NR + c] = V::add(acc[r * NR + c], V::and_popc(xv[r], wv));
-          }
-        };
-        for (int64_t v = v0; v < v_full_end; ++v) {
-          step(v * V::lanes, [](const uint64_t* p, bool) { return V::load(p); });
+  // tot (= if first, else +=) the shift class s of the recovery: the sum over plane pairs
+  // with i + j = s and over vectors [v0, v1) of popc(x_i & w_j), shifted left by s.
+  // Pairs of one class share the accumulators, so each class costs one shift-add; the
+  // accumulators are locals of this one function so that they stay in registers.
+  APQ_KERNEL_INLINE void shift_class(int64_t s, int64_t v0, int64_t v1, bool first, vec* tot) const {
+    const bool w_tail = w_tail_lanes > 0 && v1 == nv;
+    const int64_t full = v1 - v0 - (w_tail ? 1 : 0);
+    const int64_t wplane = w.rows * w.row_qwords;
+    vec acc[T];
+    for (int t = 0; t < T; ++t) acc[t] = V::zero();
+    const int64_t i_lo = s - (w.bits - 1) > 0 ? s - (w.bits - 1) : 0;
+    const int64_t i_hi = s < x.bits - 1 ? s : x.bits - 1;
+    for (int64_t i = i_lo; i <= i_hi; ++i) {
+      const uint64_t* xp = xpanel + (i * nv + v0) * MR * V::lanes;
+      const uint64_t* wp[NR];
+      for (int c = 0; c < NR; ++c) wp[c] = wrow[c] + (s - i) * wplane + v0 * V::lanes;
+      auto step = [&](int64_t v, bool tail) APQ_KERNEL_LAMBDA_INLINE {
+        vec xv[MR];
+        for (int r = 0; r < MR; ++r) xv[r] = V::load(xp + (v * MR + r) * V::lanes);
+        for (int c = 0; c < NR; ++c) {
+          const uint64_t* p = wp[c] + v * V::lanes;
+          const vec wv = tail ? V::load_lanes(p, w_tail_lanes) : V::load(p);
+          for (int r = 0; r < MR; ++r) acc[r * NR + c] = V::add(acc[r * NR + c], V::and_popc(xv[r], wv));
         }
-        if (has_tail) {
-          step((nv - 1) * V::lanes, [this](const uint64_t* p, bool is_x) {
-            return V::load_tail(p, tail_lanes, is_x ? tail_bits : ~uint64_t{0});
-          });
-        }
-        const int shift = static_cast<int>(i + j);
-        for (int t = 0; t < T; ++t) tot[t] = V::add(tot[t], V::shl(acc[t], shift));
-      }
+      };
+      for (int64_t v = 0; v < full; ++v) step(v, false);
+      if (w_tail) step(full, true);
+    }
+    for (int t = 0; t < T; ++t) {
+      const vec shifted = s == 0 ? acc[t] : V::shl(acc[t], static_cast<int>(s));
+      tot[t] = first ? shifted : V::add(tot[t], shifted);
     }
   }
 
-  // U[t * groups + g] for all groups; U must hold T * groups zeros.
+  // tot (= if first, else +=) the recovered sum over vectors [v0, v1).
+  void accumulate(int64_t v0, int64_t v1, bool first, vec* tot) const {
+    for (int64_t s = 0; s < x.bits + w.bits - 1; ++s) shift_class(s, v0, v1, first && s == 0, tot);
+  }
+
+  // tot = the sum over vectors [v0, v1), walked in cache-sized chunks.
+  void accumulate_chunked(int64_t v0, int64_t v1, vec* tot) const {
+    for (int64_t c = v0; c < v1; c += V::chunk_vectors) {
+      accumulate(c, imin(c + V::chunk_vectors, v1), c == v0, tot);
+    }
+  }
+
+  // Writes U[t * groups + g] for all groups.
   void run(int64_t* U) const {
     const int64_t G = gs.groups, gq = gs.group_qwords;
     vec tot[T];
-    auto accumulate_chunked = [&](int64_t v0, int64_t v1) {
-      for (int t = 0; t < T; ++t) tot[t] = V::zero();
-      for (int64_t c = v0; c < v1; c += V::chunk_vectors) {
-        accumulate(c, imin(c + V::chunk_vectors, v1), tot);
-      }
-    };
-    if (G == 1 || gq % V::lanes == 0) {
+    if (G == 1) {
+      accumulate_chunked(0, nv, tot);
+      V::hsum(tot, T, U);
+    } else if (gq % V::lanes == 0) {
       // Every group is a whole number of vectors: reduce across lanes once per group.
-      const int64_t gv = G == 1 ? nv : gq / V::lanes;
+      const int64_t gv = gq / V::lanes;
       for (int64_t g = 0; g < G; ++g) {
-        accumulate_chunked(g * gv, imin((g + 1) * gv, nv));
+        accumulate_chunked(g * gv, imin((g + 1) * gv, nv), tot);
         int64_t sums[T];
         V::hsum(tot, T, sums);
-        for (int t = 0; t < T; ++t) U[t * G + g] += sums[t];
+        for (int t = 0; t < T; ++t) U[t * G + g] = sums[t];
       }
     } else {
       // Groups narrower than (or straddling) a vector: split each vector's lanes by group.
+      for (int64_t e = 0; e < T * G; ++e) U[e] = 0;
       for (int64_t v = 0; v < nv; ++v) {
-        accumulate_chunked(v, v + 1);
-        const int64_t lanes = v == nv - 1 ? tail_lanes : V::lanes;
+        accumulate(v, v + 1, true, tot);
+        const int64_t lanes = imin(V::lanes, nq - v * V::lanes);
         for (int t = 0; t < T; ++t) {
           int64_t lane_sums[V::lanes];
           V::store(tot[t], lane_sums);
@@ -119,22 +141,25 @@ struct MicroTile {
 };
 
 template <class V, int MR, int NR>
-void product_rows(const PlaneMatrix& x, const PlaneMatrix& w, const GroupSpec& gs, int64_t m,
-                  int64_t n0, int64_t n1, TileSink& sink, int64_t* U) {
-  for (int64_t n = n0; n < n1; n += NR) {
-    for (int64_t e = 0; e < MR * NR * gs.groups; ++e) U[e] = 0;
-    MicroTile<V, MR, NR>(x, w, gs, m, n).run(U);
-    sink.consume(m, MR, n, imin(NR, n1 - n), NR, U);
-  }
+APQ_KERNEL_INLINE void tile(const XPanels& x, const PlaneMatrix& w, const GroupSpec& gs, int64_t m,
+                            int64_t n, int64_t ncols, TileSink& sink, int64_t* U) {
+  MicroTile<V, MR, NR>(x, w, gs, m, n).run(U);
+  sink.consume(m, MR, n, ncols, NR, U);
 }
 
+// Channels outer, tokens inner: a micro tile's weight rows stay in L1 while the x panels
+// of the block stream past them.
 template <class V>
-void product(const PlaneMatrix& x, const PlaneMatrix& w, const GroupSpec& gs, int64_t m0,
-             int64_t m1, int64_t n0, int64_t n1, TileSink& sink, int64_t* U) {
+void product(const XPanels& x, const PlaneMatrix& w, const GroupSpec& gs, int64_t m0, int64_t m1,
+             int64_t n0, int64_t n1, TileSink& sink, int64_t* U) {
   constexpr int MR = kMicroRows, NR = kMicroCols;
-  int64_t m = m0;
-  for (; m + MR <= m1; m += MR) product_rows<V, MR, NR>(x, w, gs, m, n0, n1, sink, U);
-  for (; m < m1; ++m) product_rows<V, 1, NR>(x, w, gs, m, n0, n1, sink, U);
+  const int64_t m_panels_end = x.rows - x.rows % MR;
+  for (int64_t n = n0; n < n1; n += NR) {
+    const int64_t ncols = imin(NR, n1 - n);
+    int64_t m = m0;
+    for (; m + MR <= imin(m1, m_panels_end); m += MR) tile<V, MR, NR>(x, w, gs, m, n, ncols, sink, U);
+    for (; m < m1; ++m) tile<V, 1, NR>(x, w, gs, m, n, ncols, sink, U);
+  }
 }
 
 }  // namespace

@@ -18,7 +18,7 @@ struct Scalar {
 
   static vec zero() { return 0; }
   static vec load(const uint64_t* p) { return *p; }
-  static vec load_tail(const uint64_t* p, int, uint64_t bits) { return *p & bits; }
+  static vec load_lanes(const uint64_t* p, int) { return *p; }
   static vec and_popc(vec a, vec b) { return static_cast<vec>(std::popcount(a & b)); }
   static vec add(vec a, vec b) { return a + b; }
   static vec shl(vec a, int s) { return a << s; }
@@ -48,7 +48,7 @@ void pack_row_portable(const uint8_t* codes, int64_t K, int64_t bits, uint64_t* 
   }
 }
 
-const Kernels kPortable{"portable", &product<Scalar>, &pack_row_portable};
+const Kernels kPortable{"portable", Scalar::lanes, &product<Scalar>, &pack_row_portable};
 
 }  // namespace
 

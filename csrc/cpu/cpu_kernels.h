@@ -38,10 +38,24 @@ class TileSink {
 constexpr int kMicroRows = 4;
 constexpr int kMicroCols = 4;
 
+// The x operand re-laid for streaming: rows [0, M - M % kMicroRows) in panels of
+// kMicroRows rows, the remaining rows alone. Row r's data starts at word
+// r0 * bits * vectors * lanes (r0: first row of its panel) and holds, for each plane i
+// and vector v, the panel's rows' vectors side by side: [i][v][row in panel][lane].
+// Words past K are zero, so kernels need no tail handling on x.
+struct XPanels {
+  const uint64_t* data;
+  int64_t bits;
+  int64_t rows;
+  int64_t vectors;  // ceil(ceil(K / 64) / lanes)
+};
+
 struct Kernels {
   const char* name;
-  // Every micro tile of outputs [m0, m1) x [n0, n1), each handed to sink.consume.
-  void (*product)(const PlaneMatrix& x, const PlaneMatrix& w, const GroupSpec& groups,
+  int64_t lanes;  // 64-bit words per vector
+  // Every micro tile of outputs [m0, m1) x [n0, n1), each handed to sink.consume;
+  // m0 and m1 are multiples of kMicroRows or equal to x.rows.
+  void (*product)(const XPanels& x, const PlaneMatrix& w, const GroupSpec& groups,
                   int64_t m0, int64_t m1, int64_t n0, int64_t n1, TileSink& sink,
                   int64_t* scratch);
   // Bit planes of one row of byte codes: writes row_qwords words into each of `bits`

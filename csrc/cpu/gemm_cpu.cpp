@@ -22,15 +22,43 @@ cpu::PlaneMatrix plane_matrix(const Tensor& planes) {
           planes.size(1), planes.size(2) / 2};
 }
 
+// Re-lays x's planes as the kernels' XPanels (cpu_kernels.h), masking the bits past K.
+std::vector<uint64_t> pack_x_panels(const cpu::PlaneMatrix& x, int64_t K, int64_t lanes,
+                                    int64_t* vectors) {
+  const int64_t nq = (K + 63) / 64, nv = (nq + lanes - 1) / lanes;
+  const uint64_t tail_bits = K % 64 ? (uint64_t{1} << (K % 64)) - 1 : ~uint64_t{0};
+  const int64_t row_words = x.bits * nv * lanes, panel_rows_end = x.rows - x.rows % cpu::kMicroRows;
+  std::vector<uint64_t> panels(static_cast<size_t>(x.rows * row_words));
+  at::parallel_for(0, x.rows, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const bool in_panel = r < panel_rows_end;
+      const int64_t width = in_panel ? cpu::kMicroRows : 1, slot = in_panel ? r % cpu::kMicroRows : 0;
+      uint64_t* base = panels.data() + (r - slot) * row_words;
+      for (int64_t i = 0; i < x.bits; ++i) {
+        const uint64_t* src = x.data + (i * x.rows + r) * x.row_qwords;
+        for (int64_t q = 0; q < nv * lanes; ++q) {
+          const uint64_t word = q < nq ? src[q] & (q == nq - 1 ? tail_bits : ~uint64_t{0}) : 0;
+          base[((i * nv + q / lanes) * width + slot) * lanes + q % lanes] = word;
+        }
+      }
+    }
+  });
+  *vectors = nv;
+  return panels;
+}
+
 // Runs the bit-plane product of x (M rows) and w (N rows) into `sink`, parallel over blocks.
 void product(const Tensor& x_planes, const Tensor& w_planes, int64_t K, int64_t group_size,
              cpu::TileSink& sink) {
-  const cpu::PlaneMatrix x = plane_matrix(x_planes), w = plane_matrix(w_planes);
+  const auto& kernels = cpu::active_kernels();
+  const cpu::PlaneMatrix xm = plane_matrix(x_planes), w = plane_matrix(w_planes);
+  int64_t vectors = 0;
+  const std::vector<uint64_t> panels = pack_x_panels(xm, K, kernels.lanes, &vectors);
+  const cpu::XPanels x{panels.data(), xm.bits, xm.rows, vectors};
   const int64_t G = num_groups(K, group_size);
   const cpu::GroupSpec groups{K, group_size == 0 ? (K + 63) / 64 : group_size / 64, G};
   const int64_t row_blocks = (x.rows + kBlockRows - 1) / kBlockRows;
   const int64_t col_blocks = (w.rows + kBlockCols - 1) / kBlockCols;
-  const auto& kernels = cpu::active_kernels();
   at::parallel_for(0, row_blocks * col_blocks, 1, [&](int64_t b0, int64_t b1) {
     std::vector<int64_t> scratch(static_cast<size_t>(cpu::kMicroRows * cpu::kMicroCols * G));
     for (int64_t b = b0; b < b1; ++b) {
