@@ -11,7 +11,8 @@
 //
 // V provides: vec, lanes, chunk_vectors, zero(), load(p), load_lanes(p, n) (the first n
 // lanes, the rest zero), and_popc(a, b), add(a, b),
-// shl(a, s), hsum(v, n, out) (out[t] = sum of the lanes of v[t]) and store(a, out).
+// shl(a, s), hsum(v, n, out) (out[t] = sum of the lanes of v[t]), store(a, out) and
+// store_int32<MR, NR>(v, ncols, out, ld) (the lane sums of the MR x NR tile as int32).
 //
 // Everything here has internal linkage on purpose: the AVX-512 translation unit compiles
 // it with AVX-512 enabled, and an inline function with external linkage could be merged
@@ -90,9 +91,14 @@ struct MicroTile {
       for (int64_t v = 0; v < full; ++v) step(v, false);
       if (w_tail) step(full, true);
     }
-    for (int t = 0; t < T; ++t) {
-      const vec shifted = s == 0 ? acc[t] : V::shl(acc[t], static_cast<int>(s));
-      tot[t] = first ? shifted : V::add(tot[t], shifted);
+    // Branches outside the loops: a select would compute both sides for every t.
+    if (s != 0) {
+      for (int t = 0; t < T; ++t) acc[t] = V::shl(acc[t], static_cast<int>(s));
+    }
+    if (first) {
+      for (int t = 0; t < T; ++t) tot[t] = acc[t];
+    } else {
+      for (int t = 0; t < T; ++t) tot[t] = V::add(tot[t], acc[t]);
     }
   }
 
@@ -102,10 +108,21 @@ struct MicroTile {
   }
 
   // tot = the sum over vectors [v0, v1), walked in cache-sized chunks.
-  void accumulate_chunked(int64_t v0, int64_t v1, vec* tot) const {
+  APQ_KERNEL_INLINE void accumulate_chunked(int64_t v0, int64_t v1, vec* tot) const {
+    if (x.bits == 1 && w.bits == 1 && v1 - v0 <= V::chunk_vectors) {
+      shift_class(0, v0, v1, true, tot);  // one class, one chunk: tot never leaves registers
+      return;
+    }
     for (int64_t c = v0; c < v1; c += V::chunk_vectors) {
       accumulate(c, imin(c + V::chunk_vectors, v1), c == v0, tot);
     }
+  }
+
+  // The whole-K product (one group) as int32, written to out[r * ld + c] for c < ncols.
+  APQ_KERNEL_INLINE void run_exact(int32_t* out, int64_t ld, int64_t ncols) const {
+    vec tot[T];
+    accumulate_chunked(0, nv, tot);
+    V::template store_int32<MR, NR>(tot, static_cast<int>(ncols), out, ld);
   }
 
   // Writes U[t * groups + g] for all groups.
@@ -143,8 +160,13 @@ struct MicroTile {
 template <class V, int MR, int NR>
 APQ_KERNEL_INLINE void tile(const XPanels& x, const PlaneMatrix& w, const GroupSpec& gs, int64_t m,
                             int64_t n, int64_t ncols, TileSink& sink, int64_t* U) {
-  MicroTile<V, MR, NR>(x, w, gs, m, n).run(U);
-  sink.consume(m, MR, n, ncols, NR, U);
+  const MicroTile<V, MR, NR> micro(x, w, gs, m, n);
+  if (sink.exact_out != nullptr && gs.groups == 1) {
+    micro.run_exact(sink.exact_out + m * sink.exact_ld + n, sink.exact_ld, ncols);
+  } else {
+    micro.run(U);
+    sink.consume(m, MR, n, ncols, NR, U);
+  }
 }
 
 // Channels outer, tokens inner: a micro tile's weight rows stay in L1 while the x panels

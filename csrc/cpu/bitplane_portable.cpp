@@ -26,6 +26,12 @@ struct Scalar {
   static void hsum(const vec* v, int n, int64_t* out) {
     for (int t = 0; t < n; ++t) out[t] = static_cast<int64_t>(v[t]);
   }
+  template <int MR, int NR>
+  static void store_int32(const vec* v, int ncols, int32_t* out, int64_t ld) {
+    for (int r = 0; r < MR; ++r) {
+      for (int c = 0; c < ncols; ++c) out[r * ld + c] = static_cast<int32_t>(v[r * NR + c]);
+    }
+  }
 };
 
 // Bit i of 8 byte codes gathered into one byte by the classic multiply:

@@ -30,6 +30,12 @@ class TileSink {
   virtual void consume(int64_t m0, int64_t mrows, int64_t n0, int64_t ncols,
                        int64_t ncols_stride, const int64_t* U) = 0;
 
+  // A sink that only wants the exact int32 product of one group sets these, and the
+  // kernel writes out[m * exact_ld + n] straight from its registers instead of calling
+  // consume (the per-tile cost dominates 1-bit products at moderate K).
+  int32_t* exact_out = nullptr;
+  int64_t exact_ld = 0;
+
  protected:
   ~TileSink() = default;
 };

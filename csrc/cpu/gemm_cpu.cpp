@@ -158,8 +158,8 @@ Tensor gemm_cpu(const Tensor& x_planes, const Tensor& w_planes, int64_t K) {
   Tensor out = at::empty({M, N}, x_planes.options());
   if (M == 0 || N == 0) return out;
   ExactSink sink;
-  sink.out = out.data_ptr<int32_t>();
-  sink.N = N;
+  sink.out = sink.exact_out = out.data_ptr<int32_t>();
+  sink.N = sink.exact_ld = N;
   product(x_planes, w_planes, K, /*group_size=*/0, sink);
   return out;
 }
