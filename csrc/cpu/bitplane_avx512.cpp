@@ -19,19 +19,20 @@ struct Avx512 {
   static constexpr int lanes = 8;
   static constexpr int64_t chunk_vectors = 8;  // 4096 bits per row per chunk: fits L1
 
-  static vec zero() { return _mm512_setzero_si512(); }
-  static vec load(const uint64_t* p) { return _mm512_loadu_si512(p); }
-  static vec load_lanes(const uint64_t* p, int n) {
+  static APQ_KERNEL_INLINE vec zero() { return _mm512_setzero_si512(); }
+  static APQ_KERNEL_INLINE vec load(const uint64_t* p) { return _mm512_loadu_si512(p); }
+  static APQ_KERNEL_INLINE vec load_lanes(const uint64_t* p, int n) {
     return _mm512_maskz_loadu_epi64(static_cast<__mmask8>((1u << n) - 1), p);
   }
-  static vec and_popc(vec a, vec b) { return _mm512_popcnt_epi64(_mm512_and_si512(a, b)); }
-  static vec add(vec a, vec b) { return _mm512_add_epi64(a, b); }
-  static vec shl(vec a, int s) { return _mm512_sll_epi64(a, _mm_cvtsi32_si128(s)); }
-  static void store(vec a, int64_t* out) { _mm512_storeu_si512(out, a); }
+  static APQ_KERNEL_INLINE vec and_popc(vec a, vec b) { return _mm512_popcnt_epi64(_mm512_and_si512(a, b)); }
+  static APQ_KERNEL_INLINE vec add(vec a, vec b) { return _mm512_add_epi64(a, b); }
+  static APQ_KERNEL_INLINE vec shl(vec a, int s) { return _mm512_sll_epi64(a, _mm_cvtsi32_si128(s)); }
+  static APQ_KERNEL_INLINE void store(vec a, int64_t* out) { _mm512_storeu_si512(out, a); }
 
-  // out[k] = sum of the lanes of a[k] for 8 vectors: halves first, then an in-lane tree on
-  // 256-bit registers (cheaper than 512-bit cross-lane shuffles, notably on AMD Zen 4).
-  static void reduce8(const vec* a, int64_t* out) {
+  // The lane sums of 8 vectors as two 256-bit registers: sums[q] lane l = sum of a[4q + l].
+  // Halves first, then an in-lane tree on 256-bit registers (cheaper than 512-bit
+  // cross-lane shuffles, notably on AMD Zen 4).
+  static APQ_KERNEL_INLINE void reduce8(const vec* a, __m256i* sums) {
     __m256i h[8];
     for (int k = 0; k < 8; ++k) {
       h[k] = _mm256_add_epi64(_mm512_castsi512_si256(a[k]), _mm512_extracti64x4_epi64(a[k], 1));
@@ -42,34 +43,46 @@ struct Avx512 {
                               _mm256_unpackhi_epi64(h[2 * p], h[2 * p + 1]));
     }
     for (int q = 0; q < 2; ++q) {
-      const __m256i sums = _mm256_add_epi64(_mm256_permute2x128_si256(t[2 * q], t[2 * q + 1], 0x20),
-                                            _mm256_permute2x128_si256(t[2 * q], t[2 * q + 1], 0x31));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 4 * q), sums);
+      sums[q] = _mm256_add_epi64(_mm256_permute2x128_si256(t[2 * q], t[2 * q + 1], 0x20),
+                                 _mm256_permute2x128_si256(t[2 * q], t[2 * q + 1], 0x31));
     }
   }
-  static void hsum(const vec* v, int n, int64_t* out) {
+  static APQ_KERNEL_INLINE void hsum(const vec* v, int n, int64_t* out) {
     for (int k = 0; k < n; k += 8) {
+      vec block[8];
+      for (int b = 0; b < 8; ++b) block[b] = k + b < n ? v[k + b] : zero();
+      __m256i sums[2];
+      reduce8(block, sums);
       if (k + 8 <= n) {
-        reduce8(v + k, out + k);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k), sums[0]);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k + 4), sums[1]);
       } else {
-        vec block[8];
-        int64_t sums[8];
-        for (int b = 0; b < 8; ++b) block[b] = k + b < n ? v[k + b] : zero();
-        reduce8(block, sums);
-        for (int b = 0; k + b < n; ++b) out[k + b] = sums[b];
+        int64_t tmp[8];
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(tmp), sums[0]);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(tmp + 4), sums[1]);
+        for (int b = 0; k + b < n; ++b) out[k + b] = tmp[b];
       }
     }
   }
 
+  // The lane sums of an MR x 4 tile as int32 rows; each reduce8 yields two rows.
   template <int MR, int NR>
-  static void store_int32(const vec* v, int ncols, int32_t* out, int64_t ld) {
-    static_assert(NR == 4, "one 256-bit row of int64 sums per tile row");
-    int64_t sums[MR * NR];
-    hsum(v, MR * NR, sums);
+  static APQ_KERNEL_INLINE void store_int32(const vec* v, int ncols, int32_t* out, int64_t ld) {
+    static_assert(NR == 4 && (MR == 1 || MR % 2 == 0), "tile rows of four 64-bit sums");
     const __mmask8 cols = static_cast<__mmask8>((1u << ncols) - 1);
-    for (int r = 0; r < MR; ++r) {
-      const __m256i row = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sums + r * NR));
-      _mm_mask_storeu_epi32(out + r * ld, cols, _mm256_cvtepi64_epi32(row));
+    for (int r = 0; r < MR; r += 2) {
+      vec block[8];
+      for (int b = 0; b < 8; ++b) block[b] = r * NR + b < MR * NR ? v[r * NR + b] : zero();
+      __m256i sums[2];
+      reduce8(block, sums);
+      for (int q = 0; q < 2 && r + q < MR; ++q) {
+        const __m128i row = _mm256_cvtepi64_epi32(sums[q]);
+        if (ncols == NR) {
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(out + (r + q) * ld), row);
+        } else {
+          _mm_mask_storeu_epi32(out + (r + q) * ld, cols, row);  // masked stores are slow on Zen 4
+        }
+      }
     }
   }
 };
