@@ -21,7 +21,7 @@ def fp64_product(xp, xs, xo, wp, ws, wo, K, group_size, bias):
 
 @pytest.mark.parametrize("w_fmt", FORMATS)
 @pytest.mark.parametrize("a_fmt", FORMATS)
-@pytest.mark.parametrize("group_size", [0, 64, 128, 192, 512])
+@pytest.mark.parametrize("group_size", [0, 64, 128, 192, 256, 512])
 def test_qmatmul_matches_fp64_dequantized_product(w_fmt, a_fmt, group_size, cpu_kernel, gen):
     for (M, N, K, bx, bw) in [(1, 7, 1000, 8, 4), (17, 33, 257, 4, 2), (64, 1, 600, 3, 3), (5, 9, 1024, 2, 8)]:
         w = random_weight(N, K, bw, w_fmt, group_size, gen)

@@ -27,7 +27,6 @@ struct Avx512 {
   static APQ_KERNEL_INLINE vec and_popc(vec a, vec b) { return _mm512_popcnt_epi64(_mm512_and_si512(a, b)); }
   static APQ_KERNEL_INLINE vec add(vec a, vec b) { return _mm512_add_epi64(a, b); }
   static APQ_KERNEL_INLINE vec shl(vec a, int s) { return _mm512_sll_epi64(a, _mm_cvtsi32_si128(s)); }
-  static APQ_KERNEL_INLINE void store(vec a, int64_t* out) { _mm512_storeu_si512(out, a); }
 
   // The lane sums of 8 vectors as two 256-bit registers: sums[q] lane l = sum of a[4q + l].
   // Halves first, then an in-lane tree on 256-bit registers (cheaper than 512-bit
@@ -62,6 +61,30 @@ struct Avx512 {
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(tmp + 4), sums[1]);
         for (int b = 0; k + b < n; ++b) out[k + b] = tmp[b];
       }
+    }
+  }
+
+  // U[(q0 + l) / gq] += lane l of a for l < n, where lane l holds word q0 + l (q0 a
+  // multiple of 8): groups of 1, 2 or 4 words are summed in-register.
+  static APQ_KERNEL_INLINE void add_group_sums(vec a, int64_t q0, int64_t gq, int n, int64_t* U) {
+    if (n == lanes && gq == 1) {
+      _mm512_storeu_si512(U + q0, _mm512_add_epi64(_mm512_loadu_si512(U + q0), a));
+    } else if (n == lanes && gq == 2) {
+      const vec pairs = _mm512_add_epi64(a, _mm512_shuffle_epi32(a, _MM_PERM_BADC));  // even lanes
+      const __m256i sums = _mm512_castsi512_si256(
+          _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 4, 6, 0, 2, 4, 6), pairs));
+      __m256i* dst = reinterpret_cast<__m256i*>(U + q0 / 2);
+      _mm256_storeu_si256(dst, _mm256_add_epi64(_mm256_loadu_si256(dst), sums));
+    } else if (n == lanes && gq == 4) {
+      const __m256i lo = _mm512_castsi512_si256(a), hi = _mm512_extracti64x4_epi64(a, 1);
+      const __m256i both = _mm256_add_epi64(_mm256_unpacklo_epi64(lo, hi), _mm256_unpackhi_epi64(lo, hi));
+      const __m128i sums = _mm_add_epi64(_mm256_castsi256_si128(both), _mm256_extracti128_si256(both, 1));
+      __m128i* dst = reinterpret_cast<__m128i*>(U + q0 / 4);
+      _mm_storeu_si128(dst, _mm_add_epi64(_mm_loadu_si128(dst), sums));
+    } else {
+      alignas(64) int64_t lane_sums[lanes];
+      _mm512_store_si512(lane_sums, a);
+      for (int l = 0; l < n; ++l) U[(q0 + l) / gq] += lane_sums[l];
     }
   }
 

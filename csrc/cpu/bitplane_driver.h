@@ -11,8 +11,9 @@
 //
 // V provides: vec, lanes, chunk_vectors, zero(), load(p), load_lanes(p, n) (the first n
 // lanes, the rest zero), and_popc(a, b), add(a, b),
-// shl(a, s), hsum(v, n, out) (out[t] = sum of the lanes of v[t]), store(a, out) and
-// store_int32<MR, NR>(v, ncols, out, ld) (the lane sums of the MR x NR tile as int32).
+// shl(a, s), hsum(v, n, out) (out[t] = sum of the lanes of v[t]), store_int32<MR, NR>(v,
+// ncols, out, ld) (the lane sums of the MR x NR tile as int32) and add_group_sums(a, q0,
+// gq, n, U) (U[(q0 + l) / gq] += lane l of a, for the first n lanes).
 //
 // Everything here has internal linkage on purpose: the AVX-512 translation unit compiles
 // it with AVX-512 enabled, and an inline function with external linkage could be merged
@@ -146,12 +147,8 @@ struct MicroTile {
       for (int64_t e = 0; e < T * G; ++e) U[e] = 0;
       for (int64_t v = 0; v < nv; ++v) {
         accumulate(v, v + 1, true, tot);
-        const int64_t lanes = imin(V::lanes, nq - v * V::lanes);
-        for (int t = 0; t < T; ++t) {
-          int64_t lane_sums[V::lanes];
-          V::store(tot[t], lane_sums);
-          for (int64_t l = 0; l < lanes; ++l) U[t * G + (v * V::lanes + l) / gq] += lane_sums[l];
-        }
+        const int lanes = static_cast<int>(imin(V::lanes, nq - v * V::lanes));
+        for (int t = 0; t < T; ++t) V::add_group_sums(tot[t], v * V::lanes, gq, lanes, U + t * G);
       }
     }
   }

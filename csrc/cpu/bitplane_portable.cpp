@@ -22,7 +22,9 @@ struct Scalar {
   static vec and_popc(vec a, vec b) { return static_cast<vec>(std::popcount(a & b)); }
   static vec add(vec a, vec b) { return a + b; }
   static vec shl(vec a, int s) { return a << s; }
-  static void store(vec a, int64_t* out) { out[0] = static_cast<int64_t>(a); }
+  static void add_group_sums(vec a, int64_t q0, int64_t gq, int, int64_t* U) {
+    U[q0 / gq] += static_cast<int64_t>(a);
+  }
   static void hsum(const vec* v, int n, int64_t* out) {
     for (int t = 0; t < n; ++t) out[t] = static_cast<int64_t>(v[t]);
   }
