@@ -7,7 +7,7 @@ TORCH ?= torch==2.14.1
 export MAX_JOBS ?= 2
 
 PY := $(VENV)/bin/python
-SOURCES := $(shell find csrc cutlass_ext apq_torch -type f \( -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' -o -name '*.py' \)) setup.py pyproject.toml
+SOURCES := $(shell find csrc cutlass_ext -type f) setup.py pyproject.toml
 
 .PHONY: demo test bench build clean
 

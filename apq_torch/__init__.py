@@ -3,6 +3,8 @@
 Importing the package loads the compiled op library into ``torch.ops.apq``.
 """
 
+import torch  # noqa: F401  (loads libtorch, which _C links against)
+
 try:
     from . import _C  # noqa: F401  (registers torch.ops.apq)
 except ImportError as e:  # pragma: no cover - depends on the install
@@ -23,6 +25,4 @@ __all__ = ["ops", "reference", "pack", "unpack", "quantize_pack", "gemm", "qmatm
 
 def cuda_built() -> bool:
     """Whether this build compiled CUDA kernels (pack, unpack, quantize_pack so far)."""
-    import torch
-
     return bool(torch.ops.apq._built_with_cuda())
