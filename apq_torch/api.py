@@ -1,0 +1,140 @@
+"""quantize_(model, config): swap nn.Linear layers for APQLinear in place."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Callable, Mapping, Optional, Union
+
+import torch
+from torch import nn
+
+from .config import APQConfig
+from .gptq import collect_hessians
+from .nn import APQLinear
+
+Override = Union[APQConfig, Mapping, None]
+Overrides = Union[Mapping[str, Override], Callable[[str, nn.Module], Override], None]
+
+
+def _resolve(config: APQConfig, overrides: Overrides, name: str, module: nn.Module) -> Optional[APQConfig]:
+    """The config of one layer: the override (a config, field changes, or None to skip)."""
+    if overrides is None:
+        return config
+    if callable(overrides) and not isinstance(overrides, Mapping):
+        found, override = True, overrides(name, module)
+    else:
+        found, override = name in overrides, overrides.get(name)
+    if not found:
+        return config
+    if override is None:
+        return None
+    if isinstance(override, APQConfig):
+        return override
+    if isinstance(override, Mapping):
+        return dataclasses.replace(config, **override)
+    raise TypeError(f"override for {name!r} must be an APQConfig, a dict of APQConfig fields or None, "
+                    f"got {type(override).__name__}")
+
+
+def _why_not(module: nn.Module) -> Optional[str]:
+    """Why an nn.Linear cannot be quantized, or None."""
+    w = module.weight
+    if w.device.type == "meta":
+        return "weights on the meta device"
+    if not w.dtype.is_floating_point:
+        return f"{w.dtype} weights"
+    return None
+
+
+def quantize_(model: nn.Module, config: APQConfig,
+              filter_fn: Optional[Callable[[nn.Module, str], bool]] = None,
+              overrides: Overrides = None, calibration=None) -> nn.Module:
+    """Replace every ``nn.Linear`` of ``model`` accepted by ``filter_fn(module, name)`` with an
+    :class:`APQLinear` quantized per ``config``, in place; returns ``model``.
+
+    ``overrides`` gives layers their own settings: a dict ``{name: APQConfig | dict of
+    changed fields | None}`` (None leaves that layer in float) or a callable
+    ``(name, module) -> same``. Layers that cannot be handled stay as they are and are
+    named once in a warning.
+
+    ``calibration`` feeds layers with ``method="gptq"``: an iterable of input-id tensors
+    [B, T] run through ``model`` once, or the dict of :func:`apq_torch.gptq.collect_hessians`.
+    """
+    if not isinstance(config, APQConfig):
+        raise TypeError(f"config must be an APQConfig, got {type(config).__name__}")
+    if overrides is not None and not (callable(overrides) or isinstance(overrides, Mapping)):
+        raise TypeError("overrides must be a dict or a callable")
+    if isinstance(overrides, Mapping):
+        names = {name for name, _ in model.named_modules()}
+        missing = sorted(set(overrides) - names)
+        if missing:
+            raise ValueError(f"overrides name modules that do not exist: {missing[:5]}")
+    plan, skipped = {}, []
+    for name, module in list(model.named_modules()):
+        if isinstance(module, APQLinear):
+            continue
+        if not isinstance(module, nn.Linear):
+            if type(module).__name__.endswith(("Linear", "Conv1D")) and (filter_fn is None or filter_fn(module, name)):
+                skipped.append(f"{name} ({type(module).__name__} is not an nn.Linear)")
+            continue
+        if filter_fn is not None and not filter_fn(module, name):
+            continue
+        layer_config = _resolve(config, overrides, name, module)
+        if layer_config is None:
+            continue
+        reason = _why_not(module)
+        if reason:
+            skipped.append(f"{name} ({reason})")
+            continue
+        plan[name] = (module, layer_config)
+    hessians = _hessians_for(model, plan, calibration)
+    for name, (module, layer_config) in plan.items():
+        with torch.no_grad():
+            _set_module(model, name, APQLinear.from_float(module, layer_config, hessians.get(name)))
+    if skipped:
+        warnings.warn(f"quantize_ left {len(skipped)} layer(s) unquantized: {', '.join(skipped)}", stacklevel=2)
+    return model
+
+
+def _hessians_for(model: nn.Module, plan: dict, calibration) -> dict:
+    """Input Hessians of the planned layers that use GPTQ (one pass over the float model)."""
+    gptq = {name for name, (_, cfg) in plan.items() if cfg.method == "gptq"}
+    if not gptq:
+        return {}
+    if calibration is None:
+        raise ValueError(f"APQConfig.method='gptq' needs calibration= (input ids or Hessians); "
+                         f"layers: {sorted(gptq)[:3]}...")
+    if isinstance(calibration, Mapping):
+        missing = sorted(gptq - set(calibration))
+        if missing:
+            raise ValueError(f"calibration Hessians are missing for {missing[:3]}")
+        return calibration
+    return collect_hessians(model, calibration, lambda m, n: n in gptq)
+
+
+def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def quantized_layers(model: nn.Module) -> dict[str, APQLinear]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, APQLinear)}
+
+
+def weight_footprint(model: nn.Module) -> dict:
+    """Bytes of the model's weights: quantized layers (planes + metadata) and all others."""
+    quantized = quantized_layers(model)
+    q_bytes = sum(m.nbytes for m in quantized.values())
+    q_ids = {id(t) for m in quantized.values() for t in m.buffers()}
+    seen, other = set(), 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        if id(t) in q_ids or t.data_ptr() in seen:
+            continue
+        seen.add(t.data_ptr())
+        other += t.numel() * t.element_size()
+    q_params = sum(m.in_features * m.out_features for m in quantized.values())
+    return dict(quantized_bytes=q_bytes, other_bytes=other, total_bytes=q_bytes + other,
+                quantized_weights=q_params,
+                bits_per_weight=8 * q_bytes / q_params if q_params else float("nan"))

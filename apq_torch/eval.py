@@ -1,0 +1,33 @@
+"""Perplexity of a causal LM on a text, in non-overlapping windows."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+
+@torch.no_grad()
+def perplexity(model, tokenizer, text: str, seq_len: int = 512, max_windows: Optional[int] = None,
+               progress: bool = True, desc: str = "perplexity") -> float:
+    """exp(mean next-token NLL) over consecutive windows of ``seq_len`` tokens of ``text``."""
+    from tqdm.auto import tqdm
+
+    if seq_len < 2:
+        raise ValueError(f"seq_len must be >= 2, got {seq_len}")
+    ids = tokenizer(text, return_tensors="pt").input_ids[0]
+    windows = ids.numel() // seq_len
+    if max_windows is not None:
+        windows = min(windows, max_windows)
+    if windows == 0:
+        raise ValueError(f"text has {ids.numel()} tokens, fewer than seq_len={seq_len}")
+    device = next(model.parameters(), next(model.buffers())).device
+    nll, count = 0.0, 0
+    for w in tqdm(range(windows), desc=desc, disable=not progress, leave=False):
+        chunk = ids[w * seq_len:(w + 1) * seq_len].unsqueeze(0).to(device)
+        logits = model(chunk).logits.float()
+        loss = torch.nn.functional.cross_entropy(logits[0, :-1], chunk[0, 1:], reduction="sum")
+        nll += loss.item()
+        count += seq_len - 1
+    return math.exp(nll / count)
