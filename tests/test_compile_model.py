@@ -1,0 +1,117 @@
+"""Whole quantized models under torch.compile: no graph break, no recompile on new shapes,
+the shared-activation-quantization pass, torch.export, CUDA graphs (where a GPU exists)."""
+
+import re
+
+import pytest
+import torch
+import torch._dynamo.testing
+from torch._inductor.utils import run_and_get_code
+
+import apq_torch
+from apq_torch.api import quantize_
+from apq_torch.compile import compile as apq_compile
+from apq_torch.config import APQConfig
+from apq_torch.nn import APQLinear
+
+transformers = pytest.importorskip("transformers")
+LAYERS = 2
+
+
+def quantized_llama(device="cpu"):
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=LAYERS,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    model = transformers.LlamaForCausalLM(cfg).eval().to(device)
+    return quantize_(model, APQConfig(4, 8, "bipolar", "unsigned", 64), filter_fn=lambda m, n: ".layers." in n)
+
+
+def op_calls(code: str) -> dict:
+    calls = re.findall(r"= torch\.ops\.apq\.(\w+)\.default\(", code)
+    return {name: calls.count(name) for name in ("linear", "quantize_pack", "qmatmul")}
+
+
+@torch.no_grad()
+def test_quantized_llama_has_no_graph_break():
+    model = quantized_llama()
+    explanation = torch._dynamo.explain(model)(torch.randint(0, 96, (2, 16)))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
+@torch.no_grad()
+def test_compiled_llama_matches_eager_without_recompiling():
+    torch._dynamo.reset()
+    model = quantized_llama()
+    counter = torch._dynamo.testing.CompileCounterWithBackend("inductor")
+    compiled = torch.compile(model, fullgraph=True, dynamic=True, backend=counter)
+    frames = None
+    for batch, seq in [(2, 16), (3, 16), (2, 24), (5, 33)]:
+        ids = torch.randint(0, 96, (batch, seq))
+        torch.testing.assert_close(compiled(ids).logits, model(ids).logits, rtol=1e-3, atol=5e-3)
+        frames = frames or counter.frame_count
+        assert counter.frame_count == frames, f"recompiled at batch={batch} seq={seq}"
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("share", [True, False])
+def test_activation_quantized_once_per_shared_input(share):
+    torch._dynamo.reset()
+    model = quantized_llama()
+    compiled = apq_compile(model, fullgraph=True, dynamic=True, share_activation_quantization=share)
+    ids = torch.randint(0, 96, (2, 16))
+    logits, codes = run_and_get_code(lambda: compiled(ids).logits)
+    calls = op_calls("\n".join(codes))
+    if share:  # q/k/v share one quantize_pack, gate/up another; o_proj and down_proj stay linear
+        assert calls == {"linear": 2 * LAYERS, "quantize_pack": 2 * LAYERS, "qmatmul": 5 * LAYERS}, calls
+    else:
+        assert calls == {"linear": 7 * LAYERS, "quantize_pack": 0, "qmatmul": 0}, calls
+    torch.testing.assert_close(logits, model(ids).logits, rtol=1e-3, atol=5e-3)
+
+
+def test_compile_refuses_a_second_post_grad_pass():
+    with pytest.raises(ValueError, match="post_grad_custom_post_pass"):
+        apq_compile(torch.nn.Linear(2, 2), options={"post_grad_custom_post_pass": object()})
+
+
+def test_pass_uuid_is_stable():
+    from apq_torch.compile import ShareActivationQuantization
+
+    assert ShareActivationQuantization().uuid() == ShareActivationQuantization().uuid()
+
+
+@torch.no_grad()
+def test_export_of_a_quantized_module_runs(gen):
+    model = torch.nn.Sequential(torch.nn.Linear(128, 64), torch.nn.SiLU(), torch.nn.Linear(64, 32))
+    quantize_(model, APQConfig(3, 8, "bipolar", "unsigned", 64))
+    x = torch.randn(5, 128, generator=gen)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    exported = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
+    assert any(n.target is torch.ops.apq.linear.default for n in exported.graph.nodes)
+    for rows in (5, 17):
+        x = torch.randn(rows, 128, generator=gen)
+        assert torch.equal(exported.module()(x), model(x))
+
+
+def cuda_gemm_built():
+    if not (torch.cuda.is_available() and apq_torch.cuda_built()):
+        return False
+    layer = APQLinear(256, 8, True, APQConfig()).cuda()
+    try:
+        layer(torch.randn(1, 256, device="cuda"))
+    except NotImplementedError:
+        return False
+    return True
+
+
+@pytest.mark.cuda
+@torch.no_grad()
+def test_reduce_overhead_cuda_graphs():
+    if not cuda_gemm_built():
+        pytest.skip("the CUDA bit-plane GEMM is not built yet: apq::linear has no CUDA kernel")
+    torch._dynamo.reset()
+    model = quantized_llama("cuda")
+    compiled = apq_compile(model, mode="reduce-overhead", fullgraph=True)
+    ids = torch.randint(0, 96, (2, 16), device="cuda")
+    for _ in range(3):  # warm-up, record, replay
+        out = compiled(ids).logits
+    torch.testing.assert_close(out, model(ids).logits, rtol=1e-3, atol=5e-3)
