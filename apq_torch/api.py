@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections import defaultdict
 from typing import Callable, Mapping, Optional, Union
 
 import torch
 from torch import nn
 
 from .config import APQConfig
-from .gptq import collect_hessians
+from .gptq import collect_hessians, gptq_quantize
 from .nn import APQLinear
+from .quant import QuantizedWeight
 
 Override = Union[APQConfig, Mapping, None]
 Overrides = Union[Mapping[str, Override], Callable[[str, nn.Module], Override], None]
@@ -89,12 +91,35 @@ def quantize_(model: nn.Module, config: APQConfig,
             continue
         plan[name] = (module, layer_config)
     hessians = _hessians_for(model, plan, calibration)
-    for name, (module, layer_config) in plan.items():
-        with torch.no_grad():
-            _set_module(model, name, APQLinear.from_float(module, layer_config, hessians.get(name)))
+    for name, module in _quantize_planned(plan, hessians).items():
+        _set_module(model, name, module)
     if skipped:
         warnings.warn(f"quantize_ left {len(skipped)} layer(s) unquantized: {', '.join(skipped)}", stacklevel=2)
     return model
+
+
+@torch.no_grad()
+def _quantize_planned(plan: dict, hessians: dict) -> dict:
+    """APQLinear for every planned layer. GPTQ layers that share one Hessian object and
+    one config (q/k/v, gate/up) are solved as one stacked weight: rows are independent
+    given H, and the column sweep is paid once."""
+    out, stacks = {}, defaultdict(list)
+    for name, (module, cfg) in plan.items():
+        if cfg.method == "gptq":
+            stacks[(id(hessians[name]), cfg)].append(name)
+        else:
+            out[name] = APQLinear.from_float(module, cfg)
+    for (_, cfg), names in stacks.items():
+        modules = [plan[n][0] for n in names]
+        q = gptq_quantize(torch.cat([m.weight for m in modules]), hessians[names[0]], cfg.w_bits,
+                          cfg.w_format, cfg.group_size, cfg.clip_search)
+        row = 0
+        for name, m in zip(names, modules):
+            rows = slice(row, row + m.out_features)
+            part = QuantizedWeight(q.codes[rows], q.scale[rows], q.offset[rows], q.bits, q.format, q.group_size)
+            out[name] = APQLinear.from_quantized(m, cfg, part)
+            row += m.out_features
+    return out
 
 
 def _hessians_for(model: nn.Module, plan: dict, calibration) -> dict:

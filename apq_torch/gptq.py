@@ -19,15 +19,29 @@ from .quant import QuantizedWeight, check_weight_format, group_params
 def collect_hessians(model: nn.Module, batches, filter_fn: Optional[Callable[[nn.Module, str], bool]] = None,
                      progress: bool = True) -> dict[str, Tensor]:
     """H = sum over calibration tokens of x x^T (fp32) for the input x of every nn.Linear
-    accepted by ``filter_fn``; ``batches`` is an iterable of input-id tensors [B, T]."""
+    accepted by ``filter_fn``; ``batches`` is an iterable of input-id tensors [B, T].
+    Layers fed the same tensor (q/k/v, gate/up) get the very same Hessian object, which
+    lets :func:`apq_torch.api.quantize_` solve them as one stacked GPTQ problem."""
     from tqdm.auto import tqdm
 
     hessians: dict[str, Tensor] = {}
+    shared: dict[str, str] = {}  # layer -> the layer whose Hessian it shares (same input tensor)
+    seen: dict[int, tuple[str, Tensor]] = {}  # id of an input tensor in this batch -> (layer, tensor)
     handles = []
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) and (filter_fn is None or filter_fn(module, name)):
             def hook(mod, args, name=name):
-                x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
+                inp = args[0]
+                owner = seen.get(id(inp))
+                if owner is not None and owner[1] is inp:
+                    if name not in hessians:
+                        shared[name] = owner[0]
+                        hessians[name] = hessians[owner[0]]
+                    return
+                seen[id(inp)] = (name, inp)
+                if name in shared:  # its owner accumulates (inputs are laid out the same every batch)
+                    return
+                x = inp.detach().reshape(-1, inp.shape[-1]).float()
                 if name not in hessians:
                     hessians[name] = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float32, device=x.device)
                 hessians[name].addmm_(x.T, x)
@@ -35,6 +49,7 @@ def collect_hessians(model: nn.Module, batches, filter_fn: Optional[Callable[[nn
     try:
         for ids in tqdm(list(batches), desc="calibration", disable=not progress, leave=False):
             model(ids)
+            seen.clear()
     finally:
         for h in handles:
             h.remove()

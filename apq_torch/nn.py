@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from . import ops
 from .config import APQConfig
 from .gptq import gptq_quantize
-from .quant import quantize_weight
+from .quant import QuantizedWeight, quantize_weight
 from .reference import num_groups, padded_words
 
 
@@ -47,6 +47,14 @@ class APQLinear(nn.Module):
             q = gptq_quantize(w, hessian, config.w_bits, config.w_format, config.group_size, config.clip_search)
         else:
             q = quantize_weight(w, config.w_bits, config.w_format, config.group_size, config.clip_search)
+        return cls.from_quantized(linear, config, q)
+
+    @classmethod
+    def from_quantized(cls, linear: nn.Linear, config: APQConfig, q: QuantizedWeight) -> "APQLinear":
+        """Pack an already quantized weight of ``linear`` (bias taken from ``linear``)."""
+        w = linear.weight
+        if q.codes.shape != w.shape or q.bits != config.w_bits or q.group_size != config.group_size:
+            raise ValueError("the quantized weight does not match the layer and its config")
         module = cls(linear.in_features, linear.out_features, linear.bias is not None, config,
                      device=w.device, bias_dtype=w.dtype)
         planes, rowsum = ops.pack(q.codes, config.w_bits, config.group_size)

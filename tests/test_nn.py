@@ -158,3 +158,29 @@ def test_mixed_precision_on_a_small_llama(gen):
     avg = sum(m.config.w_bits * m.in_features * m.out_features for m in layers) / \
         sum(m.in_features * m.out_features for m in layers)
     assert avg <= 3.0 and {m.config.w_bits for m in layers} == {2, 4}
+
+
+def test_gptq_layers_sharing_an_input_are_solved_together_with_the_same_result(gen):
+    from apq_torch.gptq import collect_hessians, gptq_quantize
+
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.k = nn.Linear(128, 48), nn.Linear(128, 16)
+
+        def forward(self, x):
+            return self.q(x).sum() + self.k(x).sum()
+
+    torch.manual_seed(0)
+    model = TwoHeads()
+    batches = [torch.randn(32, 128, generator=gen) @ torch.randn(128, 128, generator=gen) for _ in range(3)]
+    hessians = collect_hessians(model, batches, progress=False)
+    assert hessians["q"] is hessians["k"]
+    torch.testing.assert_close(hessians["q"], sum(x.T @ x for x in batches), rtol=1e-4, atol=1e-2)
+    cfg = APQConfig(3, 8, "bipolar", "unsigned", 64, True, "gptq")
+    separate = {n: gptq_quantize(getattr(model, n).weight, hessians[n], 3, "bipolar", 64, True) for n in ("q", "k")}
+    quantize_(model, cfg, calibration=hessians)
+    for n in ("q", "k"):
+        codes = apq_torch.unpack(getattr(model, n).w_planes, 128)
+        mismatch = (codes != separate[n].codes).float().mean().item()
+        assert mismatch < 1e-3, (n, mismatch)  # identical up to float summation order
