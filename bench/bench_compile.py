@@ -1,0 +1,68 @@
+"""Eager vs torch.compile latency of a quantized model on the CPU, timed interleaved in one run.
+
+    python bench/bench_compile.py [--model smollm2|tiny] [--tokens 128] [--reps 7]
+
+Compares eager, torch.compile (Inductor) and apq_torch.compile (Inductor plus the pass that
+quantizes each shared activation once). Writes bench/results/cpu-compile-<model>.json.
+"""
+
+import argparse
+import json
+import os
+import time
+
+import torch
+
+from apq_torch.api import quantize_
+from apq_torch.benchmark import cpu_name, interleaved_medians
+from apq_torch.compile import compile as apq_compile
+from apq_torch.config import APQConfig
+
+
+def load(name):
+    if name == "smollm2":
+        from apq_torch.models import load_smollm2
+
+        return load_smollm2()[0]
+    import transformers
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=4096, hidden_size=512, intermediate_size=1536, num_hidden_layers=4,
+                                   num_attention_heads=8, num_key_value_heads=4)
+    return transformers.LlamaForCausalLM(cfg).eval()
+
+
+@torch.no_grad()
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2", choices=["smollm2", "tiny"])
+    p.add_argument("--tokens", type=int, default=128)
+    p.add_argument("--reps", type=int, default=7)
+    args = p.parse_args()
+    model = load(args.model)
+    config = APQConfig(4, 8, "bipolar", "unsigned", 64)
+    quantize_(model, config, filter_fn=lambda m, n: ".layers." in n)
+    ids = torch.randint(0, model.config.vocab_size, (1, args.tokens))
+    variants = {"eager": model,
+                "torch.compile": torch.compile(model, fullgraph=True),
+                "apq_torch.compile": apq_compile(model, fullgraph=True)}
+    compile_s = {}
+    for name, fn in variants.items():
+        t = time.perf_counter()
+        fn(ids)
+        compile_s[name] = time.perf_counter() - t
+    med = interleaved_medians({n: (lambda f=f: f(ids)) for n, f in variants.items()}, args.reps)
+    print(f"{cpu_name()}, {torch.get_num_threads()} threads, {args.model} {config.label()}, input [1, {args.tokens}]")
+    for name, s in med.items():
+        print(f"{name:>18}: {s * 1e3:8.1f} ms  {med['eager'] / s:5.2f}x eager  (first call {compile_s[name]:.1f} s)")
+    os.makedirs("bench/results", exist_ok=True)
+    out = f"bench/results/cpu-compile-{args.model}.json"
+    with open(out, "w") as f:
+        json.dump(dict(cpu=cpu_name(), threads=torch.get_num_threads(), torch=torch.__version__, model=args.model,
+                       config=config.to_dict(), tokens=args.tokens, median_seconds=med, first_call_seconds=compile_s,
+                       speedup_vs_eager={n: med["eager"] / s for n, s in med.items()}), f, indent=2)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
