@@ -58,3 +58,21 @@ def calibration_and_eval_text() -> tuple[str, str]:
 def decoder_linear_filter(module, name: str) -> bool:
     """quantize_ filter for LLMs: the linear layers inside decoder blocks (not lm_head)."""
     return ".layers." in f".{name}"
+
+
+def load_quantized_smollm2(path: str):
+    """(model, tokenizer): SmolLM2 with the quantized layers saved by save_quantized at ``path``."""
+    from .serialization import load_quantized
+
+    model, tokenizer = load_smollm2()
+    return load_quantized(model, path), tokenizer
+
+
+def tiny_llama(seed: int = 0):
+    """A randomly initialised Llama-architecture model (no download): the synthetic stand-in."""
+    import transformers
+
+    torch.manual_seed(seed)
+    cfg = transformers.LlamaConfig(vocab_size=512, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    return transformers.LlamaForCausalLM(cfg).eval()

@@ -59,7 +59,10 @@ void product(const Tensor& x_planes, const Tensor& w_planes, int64_t K, int64_t 
   const cpu::GroupSpec groups{K, group_size == 0 ? (K + 63) / 64 : group_size / 64, G};
   const int64_t row_blocks = (x.rows + kBlockRows - 1) / kBlockRows;
   const int64_t col_blocks = (w.rows + kBlockCols - 1) / kBlockCols;
-  at::parallel_for(0, row_blocks * col_blocks, 1, [&](int64_t b0, int64_t b1) {
+  // Small products run on one thread: waking the pool costs more than they do.
+  const int64_t block_work = kBlockRows * kBlockCols * ((K + 63) / 64) * x.bits * w.bits;
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / block_work);
+  at::parallel_for(0, row_blocks * col_blocks, grain, [&](int64_t b0, int64_t b1) {
     std::vector<int64_t> scratch(static_cast<size_t>(cpu::kMicroRows * cpu::kMicroCols * G));
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t m0 = b / col_blocks * kBlockRows, n0 = b % col_blocks * kBlockCols;

@@ -1,0 +1,63 @@
+"""Speed regressions of gemm, qmatmul and linear (pytest-benchmark). Not part of `make test`:
+
+    make bench-check      # compare with the committed baseline, fail on a real regression
+    make bench-baseline   # re-record the baseline (commit bench/baseline afterwards)
+
+Shapes are mid-sized so that one round takes milliseconds: long enough to time, short
+enough for the whole file to run in about a minute.
+"""
+
+import pytest
+import torch
+
+import apq_torch
+from apq_torch.reference import num_groups
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() and apq_torch.cuda_built() else [])
+
+
+def packed_weight(N, K, bits, group_size, device, gen):
+    planes, rowsum = apq_torch.pack(torch.randint(0, 2**bits, (N, K), generator=gen), bits, group_size)
+    G = num_groups(K, group_size)
+    scale = torch.rand(N, G, generator=gen) * 0.01
+    offset = torch.full((N, G), -(2**bits - 1) / 2)
+    return [t.to(device) for t in (planes, rowsum, scale, offset)]
+
+
+def run(benchmark, device, fn):
+    if device == "cuda":
+        def fn_synced():
+            fn()
+            torch.cuda.synchronize()
+        benchmark(fn_synced)
+    else:
+        benchmark(fn)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("bits", [1, 2, 4])
+def test_gemm_1024(benchmark, device, bits):
+    gen = torch.Generator().manual_seed(0)
+    K = 1024
+    xp = apq_torch.pack(torch.randint(0, 2**bits, (1024, K), generator=gen), bits)[0].to(device)
+    wp = apq_torch.pack(torch.randint(0, 2**bits, (1024, K), generator=gen), bits)[0].to(device)
+    run(benchmark, device, lambda: apq_torch.gemm(xp, wp, K))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_qmatmul_w4a8_g128(benchmark, device):
+    gen = torch.Generator().manual_seed(0)
+    M, N, K, gs = 256, 1024, 1024, 128
+    w = packed_weight(N, K, 4, gs, device, gen)
+    xq = apq_torch.quantize_pack(torch.randn(M, K, generator=gen).to(device), 8, "unsigned", gs)
+    run(benchmark, device, lambda: apq_torch.qmatmul(*xq, *w, K, gs, None, torch.float32))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("tokens", [1, 64])
+def test_linear_w4a8_g64(benchmark, device, tokens):
+    gen = torch.Generator().manual_seed(0)
+    N, K, gs = 2048, 1024, 64
+    w = packed_weight(N, K, 4, gs, device, gen)
+    x = torch.randn(tokens, K, generator=gen).to(device)
+    run(benchmark, device, lambda: apq_torch.linear(x, *w, K, gs, 8, "unsigned", None))
