@@ -151,12 +151,11 @@ def bench(args) -> int:
 def quantize(args) -> int:
     """Quantize SmolLM2, save it to safetensors, load it back with one call and compare."""
     from apq_torch.api import quantize_, weight_footprint
-    from apq_torch.models import calibration_and_eval_text, decoder_linear_filter, load_quantized_smollm2, load_smollm2
+    from apq_torch.models import decoder_linear_filter, load_quantized_smollm2
     from apq_torch.serialization import save_quantized
 
     config = _config_from_args(args)
-    model, tok = load_smollm2()
-    calib_text, text = calibration_and_eval_text()
+    model, tok, calib_text, text = _smollm2_and_texts()
     calib = _calibration(tok, calib_text, 512, args.calib_windows) if config.method == "gptq" else None
     quantize_(model, config, decoder_linear_filter, calibration=calib)
     save_quantized(model, args.out)
@@ -178,6 +177,14 @@ def _config_from_args(args):
                      args.clip, "gptq" if args.gptq else "rtn")
 
 
+def _smollm2_and_texts():
+    """SmolLM2, its tokenizer, and the calibration and evaluation parts of the pydoc text."""
+    from apq_torch.models import calibration_and_eval_text, load_smollm2
+
+    model, tok = load_smollm2()
+    return (model, tok, *calibration_and_eval_text())
+
+
 def _calibration(tok, calib_text, seq_len, windows):
     ids = tok(calib_text, return_tensors="pt").input_ids[0]
     return [ids[i * seq_len:(i + 1) * seq_len].unsqueeze(0) for i in range(min(windows, ids.numel() // seq_len))]
@@ -186,10 +193,8 @@ def _calibration(tok, calib_text, seq_len, windows):
 def mixed(args) -> int:
     """Per-layer bits of SmolLM2 for a budget, from layer importance on calibration text."""
     from apq_torch.mixed import allocate_bits, cosine_importance, decoder_layers, outlier_importance
-    from apq_torch.models import calibration_and_eval_text, load_smollm2
 
-    model, tok = load_smollm2()
-    calib_text, _ = calibration_and_eval_text()
+    model, tok, calib_text, _ = _smollm2_and_texts()
     layers = list(decoder_layers(model))
     if args.method == "cosine":
         importance = cosine_importance(model, _calibration(tok, calib_text, 512, 1)[0], layers)
@@ -212,11 +217,10 @@ def evaluate(args) -> int:
     from apq_torch.api import quantize_, weight_footprint
     from apq_torch.eval import perplexity
     from apq_torch.mixed import mixed_precision_overrides
-    from apq_torch.models import calibration_and_eval_text, decoder_linear_filter, load_smollm2
+    from apq_torch.models import decoder_linear_filter
 
     config = _config_from_args(args)
-    model, tok = load_smollm2()
-    calib_text, text = calibration_and_eval_text()
+    model, tok, calib_text, text = _smollm2_and_texts()
     if args.text:
         with open(args.text, encoding="utf-8") as f:
             text = f.read()
