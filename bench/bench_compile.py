@@ -46,20 +46,23 @@ def main():
     variants = {"eager": model,
                 "torch.compile": torch.compile(model, fullgraph=True),
                 "apq_torch.compile": apq_compile(model, fullgraph=True)}
-    compile_s = {}
+    compile_s, max_diff = {}, {}
+    eager_logits = model(ids).logits
     for name, fn in variants.items():
         t = time.perf_counter()
-        fn(ids)
+        logits = fn(ids).logits  # fullgraph=True: a graph break would raise here
         compile_s[name] = time.perf_counter() - t
+        max_diff[name] = (logits - eager_logits).abs().max().item()
     med = interleaved_medians({n: (lambda f=f: f(ids)) for n, f in variants.items()}, args.reps)
     print(f"{cpu_name()}, {torch.get_num_threads()} threads, {args.model} {config.label()}, input [1, {args.tokens}]")
     for name, s in med.items():
-        print(f"{name:>18}: {s * 1e3:8.1f} ms  {med['eager'] / s:5.2f}x eager  (first call {compile_s[name]:.1f} s)")
+        print(f"{name:>18}: {s * 1e3:8.1f} ms  {med['eager'] / s:5.2f}x eager  (first call {compile_s[name]:.1f} s, "
+              f"max |logit - eager| {max_diff[name]:.2e})")
     os.makedirs("bench/results", exist_ok=True)
     out = f"bench/results/cpu-compile-{args.model}.json"
     with open(out, "w") as f:
         json.dump(dict(cpu=cpu_name(), threads=torch.get_num_threads(), torch=torch.__version__, model=args.model,
-                       config=config.to_dict(), tokens=args.tokens, median_seconds=med, first_call_seconds=compile_s,
+                       config=config.to_dict(), tokens=args.tokens, median_seconds=med, first_call_seconds=compile_s, max_abs_logit_diff_vs_eager=max_diff,
                        speedup_vs_eager={n: med["eager"] / s for n, s in med.items()}), f, indent=2)
     print(f"wrote {out}")
 
