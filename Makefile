@@ -38,11 +38,13 @@ clean:
 	rm -rf build *.egg-info apq_torch/_C*.so
 
 # Speed regressions against the committed baseline (bench/baseline); see bench/test_regressions.py.
-# The threshold is 50% on the median: run-to-run noise on the shared 2-core machines reaches ~25%.
+# Compared on the minimum, with a 60% threshold: on the shared 2-core machines, back-to-back
+# runs moved medians by up to 52% and minimums by up to 35%. 60% still catches a 2x slowdown
+# (lost threading, the portable kernel instead of AVX-512), which is what this guards.
 BENCH_ARGS := bench/test_regressions.py --benchmark-storage=file://bench/baseline --benchmark-min-rounds=7 -p no:cacheprovider
 
 bench-check: build
-	$(PY) -m pytest $(BENCH_ARGS) --benchmark-compare --benchmark-compare-fail=median:50%
+	$(PY) -m pytest $(BENCH_ARGS) --benchmark-compare --benchmark-compare-fail=min:60%
 
 bench-baseline: build
 	$(PY) -m pytest $(BENCH_ARGS) --benchmark-save=baseline
