@@ -15,12 +15,18 @@ except ImportError as e:  # pragma: no cover - depends on the install
     ) from e
 
 from . import ops, reference  # noqa: E402
+from .api import quantize_, weight_footprint  # noqa: E402
+from .compile import compile  # noqa: E402  (shadows the submodule name on purpose: apq_torch.compile(model))
+from .config import APQConfig  # noqa: E402
+from .nn import APQLinear  # noqa: E402
 from .ops import cpu_kernel, gemm, linear, pack, qmatmul, quantize_pack, unpack  # noqa: E402
+from .serialization import load_quantized, save_quantized  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = ["ops", "reference", "pack", "unpack", "quantize_pack", "gemm", "qmatmul", "linear",
-           "cpu_kernel", "cuda_built"]
+           "cpu_kernel", "cuda_built", "APQConfig", "APQLinear", "quantize_", "weight_footprint",
+           "compile", "save_quantized", "load_quantized"]
 
 
 def cuda_built() -> bool:
