@@ -17,6 +17,7 @@ import time
 import torch
 
 import apq_torch
+from apq_torch.models import token_windows
 from apq_torch import reference as ref
 from apq_torch.benchmark import cpu_gemm_vs_matmul, cpu_name
 
@@ -76,8 +77,7 @@ def _model_table(args) -> None:
     vocab = model.config.vocab_size
     if tok is not None:
         calib_text, text = calibration_and_eval_text()
-        ids = tok(calib_text, return_tensors="pt").input_ids[0]
-        calib = [ids[i * 512:(i + 1) * 512].unsqueeze(0) for i in range(args.calib_windows)]
+        calib = token_windows(tok, calib_text, 512, args.calib_windows)
     else:
         gen = torch.Generator().manual_seed(1)
         calib = [torch.randint(0, vocab, (1, 256), generator=gen) for _ in range(args.calib_windows)]
@@ -156,7 +156,7 @@ def quantize(args) -> int:
 
     config = _config_from_args(args)
     model, tok, calib_text, text = _smollm2_and_texts()
-    calib = _calibration(tok, calib_text, 512, args.calib_windows) if config.method == "gptq" else None
+    calib = token_windows(tok, calib_text, 512, args.calib_windows) if config.method == "gptq" else None
     quantize_(model, config, decoder_linear_filter, calibration=calib)
     save_quantized(model, args.out)
     reloaded, _ = load_quantized_smollm2(args.out)
@@ -185,11 +185,6 @@ def _smollm2_and_texts():
     return (model, tok, *calibration_and_eval_text())
 
 
-def _calibration(tok, calib_text, seq_len, windows):
-    ids = tok(calib_text, return_tensors="pt").input_ids[0]
-    return [ids[i * seq_len:(i + 1) * seq_len].unsqueeze(0) for i in range(min(windows, ids.numel() // seq_len))]
-
-
 def mixed(args) -> int:
     """Per-layer bits of SmolLM2 for a budget, from layer importance on calibration text."""
     from apq_torch.mixed import allocate_bits, cosine_importance, decoder_layers, outlier_importance
@@ -197,7 +192,7 @@ def mixed(args) -> int:
     model, tok, calib_text, _ = _smollm2_and_texts()
     layers = list(decoder_layers(model))
     if args.method == "cosine":
-        importance = cosine_importance(model, _calibration(tok, calib_text, 512, 1)[0], layers)
+        importance = cosine_importance(model, token_windows(tok, calib_text, 512, 1)[0], layers)
     else:
         importance = outlier_importance(layers)
     sizes = [sum(m.weight.numel() for m in l.modules() if isinstance(m, torch.nn.Linear)) for l in layers]
@@ -224,7 +219,7 @@ def evaluate(args) -> int:
     if args.text:
         with open(args.text, encoding="utf-8") as f:
             text = f.read()
-    calib = _calibration(tok, calib_text, args.seq_len, args.calib_windows)
+    calib = token_windows(tok, calib_text, args.seq_len, args.calib_windows)
     base = perplexity(model, tok, text, args.seq_len, args.windows, desc="fp32")
     overrides = None
     if args.budget is not None:

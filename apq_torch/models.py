@@ -55,6 +55,12 @@ def calibration_and_eval_text() -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
+def token_windows(tokenizer, text: str, seq_len: int, count: int) -> list:
+    """Up to ``count`` consecutive [1, seq_len] input-id windows of ``text`` (calibration data)."""
+    ids = tokenizer(text, return_tensors="pt").input_ids[0]
+    return [ids[i * seq_len:(i + 1) * seq_len].unsqueeze(0) for i in range(min(count, ids.numel() // seq_len))]
+
+
 def decoder_linear_filter(module, name: str) -> bool:
     """quantize_ filter for LLMs: the linear layers inside decoder blocks (not lm_head)."""
     return ".layers." in f".{name}"

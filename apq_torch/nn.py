@@ -12,7 +12,7 @@ from . import ops
 from .config import APQConfig
 from .gptq import gptq_quantize
 from .quant import QuantizedWeight, quantize_weight
-from .reference import num_groups, padded_words
+from .reference import dequantize, num_groups, padded_words
 
 
 class APQLinear(nn.Module):
@@ -73,10 +73,7 @@ class APQLinear(nn.Module):
 
     def dequantized_weight(self) -> Tensor:
         """fp32 [out, in]: the weight values the kernel multiplies with."""
-        codes = ops.unpack(self.w_planes, self.in_features).float()
-        span = self.in_features if self.config.group_size == 0 else self.config.group_size
-        g = torch.arange(self.in_features, device=codes.device) // span
-        return self.w_scale[:, g] * (codes + self.w_offset[:, g])
+        return dequantize(self.w_planes, self.in_features, self.w_scale, self.w_offset, self.config.group_size).float()
 
     @property
     def nbytes(self) -> int:

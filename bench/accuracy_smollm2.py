@@ -26,7 +26,7 @@ from apq_torch.config import APQConfig
 from apq_torch.eval import perplexity
 from apq_torch.gptq import collect_hessians
 from apq_torch.mixed import mixed_precision_overrides
-from apq_torch.models import calibration_and_eval_text, decoder_linear_filter, load_smollm2
+from apq_torch.models import calibration_and_eval_text, decoder_linear_filter, load_smollm2, token_windows
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
@@ -69,8 +69,7 @@ def main():
     model, tok = load_smollm2()
     calib_text, eval_text = calibration_and_eval_text()
     evaluate = lambda m: perplexity(m, tok, eval_text, args.seq_len, args.windows, desc="eval")
-    ids = tok(calib_text, return_tensors="pt").input_ids[0]
-    calib = [ids[i * args.seq_len:(i + 1) * args.seq_len].unsqueeze(0) for i in range(args.calib_windows)]
+    calib = token_windows(tok, calib_text, args.seq_len, args.calib_windows)
     if "fp32" not in done:
         record(dict(setting="fp32", ppl=evaluate(model)))
     hessians = None

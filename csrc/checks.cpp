@@ -1,6 +1,7 @@
 #include "checks.h"
 #include "format.h"
 
+#include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
 #include <limits>
@@ -123,6 +124,37 @@ void check_activation(const Tensor& x, int64_t K, const char* op, const char* na
   }
   TORCH_CHECK(x.size(-1) == K, op, ": argument '", name, "' must have last dimension K=", K,
               ", got ", x.size(-1));
+}
+
+void check_pack_args(const Tensor& codes, int64_t bits, int64_t group_size) {
+  constexpr const char* op = "apq::pack";
+  check_bits(bits, op, "bits");
+  check_group_size(group_size, op);
+  TORCH_CHECK(codes.dim() == 2, op, ": argument 'codes' must be 2-D [rows, K], got ", codes.dim(),
+              " dimensions");
+  TORCH_CHECK(at::isIntegralType(codes.scalar_type(), /*includeBool=*/false), op,
+              ": argument 'codes' must be an integer tensor, got ", codes.scalar_type());
+  TORCH_CHECK(codes.size(1) >= 1, op, ": argument 'codes' must have at least one column (K >= 1)");
+}
+
+void check_codes_range(const Tensor& codes, int64_t bits) {
+  if (codes.numel() == 0) return;
+  const auto [lo, hi] = at::aminmax(codes);
+  const int64_t lo_v = lo.item<int64_t>(), hi_v = hi.item<int64_t>();
+  TORCH_CHECK(lo_v >= 0 && hi_v < (int64_t{1} << bits), "apq::pack: argument 'codes' must hold unsigned ",
+              bits, "-bit codes in [0, ", (int64_t{1} << bits) - 1, "], found values in [", lo_v, ", ",
+              hi_v, "]");
+}
+
+Format check_quantize_pack_args(const Tensor& x, int64_t bits, std::string_view format, int64_t group_size) {
+  constexpr const char* op = "apq::quantize_pack";
+  check_bits(bits, op, "bits");
+  const Format fmt = parse_format(format, bits, op, "format");
+  check_group_size(group_size, op);
+  TORCH_CHECK(x.dim() == 2, op, ": argument 'x' must be 2-D [M, K], got ", x.dim(), " dimensions");
+  check_K(x.size(1), op);
+  check_activation(x, x.size(1), op, "x", /*need_2d=*/true);
+  return fmt;
 }
 
 Format parse_format(std::string_view name, int64_t bits, const char* op, const char* arg) {

@@ -47,7 +47,17 @@ void check_qmatmul_args(const char* op, const Tensor& x_planes, const Tensor& x_
 // Checks of a gemm call, including that the exact int32 result cannot overflow.
 void check_gemm_args(const char* op, const Tensor& x_planes, const Tensor& w_planes, int64_t K);
 
+// pack: bits, group size, integer 2-D codes with K >= 1. Returns nothing.
+void check_pack_args(const Tensor& codes, int64_t bits, int64_t group_size);
+
+// pack's value check: codes in [0, 2^bits). Reads the tensor (a host sync on CUDA).
+void check_codes_range(const Tensor& codes, int64_t bits);
+
 // Activation input of quantize_pack / linear: floating, last dimension K.
 void check_activation(const Tensor& x, int64_t K, const char* op, const char* name, bool need_2d);
+
+// quantize_pack: bits, format, group size, x float 2-D contiguous with K >= 1.
+enum class Format : int;
+Format check_quantize_pack_args(const Tensor& x, int64_t bits, std::string_view format, int64_t group_size);
 
 }  // namespace apq

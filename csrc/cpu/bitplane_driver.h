@@ -5,9 +5,8 @@
 // (cpu_kernels.h: XPanels) and w from its canonical rows. For every shift s it
 // accumulates popc(x_i AND w_j) lane-wise over the chunk for all plane pairs with
 // i + j = s, then adds the lane sums, shifted by s, into `tot` (the shift-add recovery
-// of DESIGN.md §2). At the end of a
-// K-group `tot` is reduced across lanes into U[t][g]; groups narrower than a vector are
-// split off lane by lane. Nothing of size b_x * b_w leaves the micro tile.
+// of DESIGN.md §2). At the end of a K-group `tot` is reduced across lanes into U[t][g];
+// groups narrower than a vector are split off lane by lane. Nothing of size b_x * b_w leaves the micro tile.
 //
 // V provides: vec, lanes, chunk_vectors, zero(), load(p), load_lanes(p, n) (the first n
 // lanes, the rest zero), and_popc(a, b), add(a, b),

@@ -72,14 +72,11 @@ void product(const Tensor& x_planes, const Tensor& w_planes, int64_t K, int64_t 
   });
 }
 
+// gemm wants the exact int32 product of one group, which the kernels write directly
+// (TileSink::exact_out); consume is never reached.
 struct ExactSink final : cpu::TileSink {
-  int32_t* out;
-  int64_t N;
-  void consume(int64_t m0, int64_t mrows, int64_t n0, int64_t ncols, int64_t stride,
-               const int64_t* U) override {
-    for (int64_t i = 0; i < mrows; ++i) {
-      for (int64_t j = 0; j < ncols; ++j) out[(m0 + i) * N + n0 + j] = static_cast<int32_t>(U[i * stride + j]);
-    }
+  void consume(int64_t, int64_t, int64_t, int64_t, int64_t, const int64_t*) override {
+    TORCH_INTERNAL_ASSERT(false, "apq::gemm: kernels write exact results directly");
   }
 };
 
@@ -161,8 +158,8 @@ Tensor gemm_cpu(const Tensor& x_planes, const Tensor& w_planes, int64_t K) {
   Tensor out = at::empty({M, N}, x_planes.options());
   if (M == 0 || N == 0) return out;
   ExactSink sink;
-  sink.out = sink.exact_out = out.data_ptr<int32_t>();
-  sink.N = sink.exact_ld = N;
+  sink.exact_out = out.data_ptr<int32_t>();
+  sink.exact_ld = N;
   product(x_planes, w_planes, K, /*group_size=*/0, sink);
   return out;
 }

@@ -30,22 +30,9 @@ void pack_row(const uint8_t* row, int64_t r, int64_t K, int64_t group_size, Tens
 }  // namespace
 
 std::tuple<Tensor, Tensor> pack_cpu(const Tensor& codes, int64_t bits, int64_t group_size) {
-  constexpr const char* op = "apq::pack";
-  check_bits(bits, op, "bits");
-  check_group_size(group_size, op);
-  TORCH_CHECK(codes.dim() == 2, op, ": argument 'codes' must be 2-D [rows, K], got ", codes.dim(),
-              " dimensions");
-  TORCH_CHECK(at::isIntegralType(codes.scalar_type(), /*includeBool=*/false), op,
-              ": argument 'codes' must be an integer tensor, got ", codes.scalar_type());
+  check_pack_args(codes, bits, group_size);
+  check_codes_range(codes, bits);
   const int64_t R = codes.size(0), K = codes.size(1);
-  TORCH_CHECK(K >= 1, op, ": argument 'codes' must have at least one column (K >= 1)");
-  if (codes.numel() > 0) {
-    const auto [lo, hi] = at::aminmax(codes);
-    const int64_t lo_v = lo.item<int64_t>(), hi_v = hi.item<int64_t>();
-    TORCH_CHECK(lo_v >= 0 && hi_v < (int64_t{1} << bits), op,
-                ": argument 'codes' must hold unsigned ", bits, "-bit codes in [0, ",
-                (int64_t{1} << bits) - 1, "], found values in [", lo_v, ", ", hi_v, "]");
-  }
   const Tensor bytes = codes.to(at::kByte).contiguous();
   Tensor planes = at::empty({bits, R, padded_words(K)}, codes.options().dtype(at::kInt));
   Tensor rowsum = at::empty({R, num_groups(K, group_size)}, codes.options().dtype(at::kInt));
@@ -80,14 +67,8 @@ Tensor unpack_cpu(const Tensor& planes, int64_t K) {
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> quantize_pack_cpu(
     const Tensor& x, int64_t bits, std::string_view format, int64_t group_size) {
-  constexpr const char* op = "apq::quantize_pack";
-  check_bits(bits, op, "bits");
-  const Format fmt = parse_format(format, bits, op, "format");
-  check_group_size(group_size, op);
-  TORCH_CHECK(x.dim() == 2, op, ": argument 'x' must be 2-D [M, K], got ", x.dim(), " dimensions");
+  const Format fmt = check_quantize_pack_args(x, bits, format, group_size);
   const int64_t M = x.size(0), K = x.size(1);
-  check_K(K, op);
-  check_activation(x, K, op, "x", /*need_2d=*/true);
 
   const auto opts = x.options();
   Tensor planes = at::empty({bits, M, padded_words(K)}, opts.dtype(at::kInt));

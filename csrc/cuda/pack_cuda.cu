@@ -116,24 +116,12 @@ size_t group_smem(int64_t G, const char* op) {
 
 std::tuple<Tensor, Tensor> pack_cuda(const Tensor& codes, int64_t bits, int64_t group_size) {
   constexpr const char* op = "apq::pack";
-  check_bits(bits, op, "bits");
-  check_group_size(group_size, op);
-  TORCH_CHECK(codes.dim() == 2, op, ": argument 'codes' must be 2-D [rows, K], got ", codes.dim(),
-              " dimensions");
-  TORCH_CHECK(at::isIntegralType(codes.scalar_type(), /*includeBool=*/false), op,
-              ": argument 'codes' must be an integer tensor, got ", codes.scalar_type());
+  check_pack_args(codes, bits, group_size);
   const int64_t R = codes.size(0), K = codes.size(1);
-  TORCH_CHECK(K >= 1, op, ": argument 'codes' must have at least one column (K >= 1)");
   const c10::cuda::CUDAGuard guard(codes.device());
   // pack runs once per weight, offline: validating the range is worth a host sync, but
   // not inside a CUDA graph capture, where a sync is illegal.
-  if (codes.numel() > 0 && at::cuda::currentStreamCaptureStatus() == at::cuda::CaptureStatus::None) {
-    const auto [lo, hi] = at::aminmax(codes);
-    const int64_t lo_v = lo.item<int64_t>(), hi_v = hi.item<int64_t>();
-    TORCH_CHECK(lo_v >= 0 && hi_v < (int64_t{1} << bits), op,
-                ": argument 'codes' must hold unsigned ", bits, "-bit codes in [0, ",
-                (int64_t{1} << bits) - 1, "], found values in [", lo_v, ", ", hi_v, "]");
-  }
+  if (at::cuda::currentStreamCaptureStatus() == at::cuda::CaptureStatus::None) check_codes_range(codes, bits);
   const Tensor src = codes.contiguous();
   const int64_t words = padded_words(K), G = num_groups(K, group_size);
   Tensor planes = at::empty({bits, R, words}, codes.options().dtype(at::kInt));
@@ -168,13 +156,8 @@ Tensor unpack_cuda(const Tensor& planes, int64_t K) {
 std::tuple<Tensor, Tensor, Tensor, Tensor> quantize_pack_cuda(
     const Tensor& x, int64_t bits, std::string_view format, int64_t group_size) {
   constexpr const char* op = "apq::quantize_pack";
-  check_bits(bits, op, "bits");
-  const Format fmt = parse_format(format, bits, op, "format");
-  check_group_size(group_size, op);
-  TORCH_CHECK(x.dim() == 2, op, ": argument 'x' must be 2-D [M, K], got ", x.dim(), " dimensions");
+  const Format fmt = check_quantize_pack_args(x, bits, format, group_size);
   const int64_t M = x.size(0), K = x.size(1);
-  check_K(K, op);
-  check_activation(x, K, op, "x", /*need_2d=*/true);
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t words = padded_words(K), G = num_groups(K, group_size);
   const auto opts = x.options();
