@@ -126,6 +126,16 @@ void check_activation(const Tensor& x, int64_t K, const char* op, const char* na
               ", got ", x.size(-1));
 }
 
+void check_linear_args(const char* op, const Tensor& x, const Tensor& w_planes, int64_t K, int64_t group_size,
+                       int64_t a_bits, std::string_view a_format) {
+  check_K(K, op);
+  check_activation(x, K, op, "x", /*need_2d=*/false);
+  check_bits(a_bits, op, "a_bits");
+  parse_format(a_format, a_bits, op, "a_format");
+  check_planes(w_planes, K, op, "w_planes");
+  check_group_size(group_size, op);
+}
+
 void check_pack_args(const Tensor& codes, int64_t bits, int64_t group_size) {
   constexpr const char* op = "apq::pack";
   check_bits(bits, op, "bits");

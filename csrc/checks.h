@@ -47,6 +47,10 @@ void check_qmatmul_args(const char* op, const Tensor& x_planes, const Tensor& x_
 // Checks of a gemm call, including that the exact int32 result cannot overflow.
 void check_gemm_args(const char* op, const Tensor& x_planes, const Tensor& w_planes, int64_t K);
 
+// linear: K, x floating with last dimension K, a_bits/a_format, w_planes, group size.
+void check_linear_args(const char* op, const Tensor& x, const Tensor& w_planes, int64_t K, int64_t group_size,
+                       int64_t a_bits, std::string_view a_format);
+
 // pack: bits, group size, integer 2-D codes with K >= 1. Returns nothing.
 void check_pack_args(const Tensor& codes, int64_t bits, int64_t group_size);
 

@@ -176,12 +176,7 @@ Tensor linear_cpu(const Tensor& x, const Tensor& w_planes, const Tensor& w_rowsu
                   const Tensor& w_scale, const Tensor& w_offset, int64_t K, int64_t group_size,
                   int64_t a_bits, std::string_view a_format, const std::optional<Tensor>& bias) {
   constexpr const char* op = "apq::linear";
-  check_K(K, op);
-  check_activation(x, K, op, "x", /*need_2d=*/false);
-  check_bits(a_bits, op, "a_bits");
-  parse_format(a_format, a_bits, op, "a_format");
-  check_planes(w_planes, K, op, "w_planes");
-  check_group_size(group_size, op);
+  check_linear_args(op, x, w_planes, K, group_size, a_bits, a_format);
   const auto [x_planes, x_rowsum, x_scale, x_offset] =
       quantize_pack_cpu(x.reshape({-1, K}).contiguous(), a_bits, a_format, group_size);
   const Tensor y = qmatmul_impl(op, x_planes, x_rowsum, x_scale, x_offset, w_planes, w_rowsum,

@@ -1,4 +1,4 @@
-// CUDA implementations of the apq ops that have CUDA kernels in this build.
+// CUDA implementations of the apq ops.
 #include "../ops.h"
 
 #include <torch/library.h>
@@ -7,4 +7,7 @@ TORCH_LIBRARY_IMPL(apq, CUDA, m) {
   m.impl("pack", &apq::pack_cuda);
   m.impl("unpack", &apq::unpack_cuda);
   m.impl("quantize_pack", &apq::quantize_pack_cuda);
+  m.impl("gemm", &apq::gemm_cuda);
+  m.impl("qmatmul", &apq::qmatmul_cuda);
+  m.impl("linear", &apq::linear_cuda);
 }

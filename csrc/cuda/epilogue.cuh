@@ -1,0 +1,52 @@
+// The affine/dequant epilogue of DESIGN.md §2 for one output element, shared by the fused
+// kernel and the CUTLASS baseline's recovery kernel.
+#pragma once
+
+#include "bitplane_gemm.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+namespace apq::cuda {
+
+namespace epilogue {
+
+__device__ __forceinline__ float load_bias(const void* bias, BiasType type, int64_t i) {
+  switch (type) {
+    case BiasType::Float32: return static_cast<const float*>(bias)[i];
+    case BiasType::Float16: return __half2float(static_cast<const __half*>(bias)[i]);
+    case BiasType::BFloat16: return __bfloat162float(static_cast<const __nv_bfloat16*>(bias)[i]);
+    default: return 0.f;
+  }
+}
+
+__device__ __forceinline__ void store_float(const BitplaneGemmParams& p, int64_t ra, int64_t rb, float y) {
+  const int64_t i = ra * p.out_stride_a + rb * p.out_stride_b;
+  y += load_bias(p.bias, p.bias_type, p.bias_on_a ? ra : rb);
+  switch (p.out_type) {
+    case OutType::Float32: static_cast<float*>(p.out)[i] = y; break;
+    case OutType::Float16: static_cast<__half*>(p.out)[i] = __float2half_rn(y); break;
+    case OutType::BFloat16: static_cast<__nv_bfloat16*>(p.out)[i] = __float2bfloat16_rn(y); break;
+    default: break;
+  }
+}
+
+// sigma_a * sigma_b * (U + [closes group] (zeta_a*Sb + zeta_b*Sa + zeta_a*zeta_b*|g|)), the
+// bracket in double like the CPU path: its terms cancel to a much smaller result.
+__device__ __forceinline__ float window_term(const BitplaneGemmParams& p, int64_t ra, int64_t rb,
+                                             int32_t U, int64_t g, bool closes_group, int64_t group_len) {
+  const PlaneOperand &a = p.a, &b = p.b;
+  const int64_t ia = ra * a.meta_row_stride + g * a.meta_group_stride;
+  const int64_t ib = rb * b.meta_row_stride + g * b.meta_group_stride;
+  double bracket = static_cast<double>(U);
+  if (closes_group) {
+    const double za = a.offset[ia], zb = b.offset[ib];
+    bracket += za * b.rowsum[rb * p.G + g] + zb * a.rowsum[ra * p.G + g] +
+               za * zb * static_cast<double>(group_len);
+  }
+  return static_cast<float>(static_cast<double>(a.scale[ia]) * b.scale[ib] * bracket);
+}
+
+}  // namespace epilogue
+
+}  // namespace apq::cuda

@@ -1,0 +1,200 @@
+// CUDA gemm / qmatmul / linear: argument checks, the kernel mapping and the launch of the
+// fused bit-plane GEMM (or, with APQ_GEMM_PATH=baseline, the CUTLASS baseline).
+#include "../checks.h"
+#include "../ops.h"
+#include "bitplane_gemm.h"
+#include "kernel_map.h"
+
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAGraphsUtils.cuh>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <cstdlib>
+#include <string>
+
+namespace apq {
+namespace {
+
+using cuda::BitplaneGemmParams;
+using cuda::KernelChoice;
+using cuda::PlaneOperand;
+
+// mma.sync b1 AND-popc exists on sm_80 ... sm_90; this build ships sm_80 and sm_90a code.
+int check_arch(const char* op, const Tensor& t) {
+  const cudaDeviceProp* prop = at::cuda::getDeviceProperties(t.device().index());
+  const int arch = prop->major * 10 + prop->minor;
+  TORCH_CHECK_NOT_IMPLEMENTED(prop->major == 8 || arch == 90, op, ": the CUDA bit-plane GEMM needs the b1 ",
+                              "AND-popc tensor cores of compute capability 8.x or 9.0; this GPU is ",
+                              prop->major, ".", prop->minor, ". Move the operands to the CPU (.cpu())");
+  return arch;
+}
+
+const uint32_t* plane_ptr(const Tensor& planes) {
+  return reinterpret_cast<const uint32_t*>(planes.data_ptr<int32_t>());
+}
+
+bool use_baseline() {
+  const char* v = std::getenv("APQ_GEMM_PATH");
+  if (v == nullptr || std::string(v).empty() || std::string(v) == "fused") return false;
+  TORCH_CHECK(std::string(v) == "baseline", "APQ_GEMM_PATH must be 'fused' or 'baseline', got '", v, "'");
+  return true;
+}
+
+// p describes x (side a) times w (side b) with out[m * N + n]; runs it on the current stream.
+void run(const char* op, BitplaneGemmParams p, const Tensor& like) {
+  if (p.a.rows == 0 || p.b.rows == 0) return;
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  if (use_baseline()) {
+    const Tensor workspace = at::empty({cuda::baseline_workspace_elems(p)}, like.options().dtype(at::kInt));
+    const bool windows = !cuda::KWindows::of(p).single();
+    const Tensor accumulator = at::empty({windows ? p.a.rows * p.b.rows : 0}, like.options().dtype(at::kFloat));
+    cuda::launch_baseline_gemm(p, workspace.data_ptr<int32_t>(), accumulator.data_ptr<float>(), stream);
+    return;
+  }
+  const cuda::GemmShapeKey key{check_arch(op, like), p.a.rows, p.b.rows, p.K, p.a.bits, p.b.bits, p.G > 1};
+  auto oriented = [p](KernelChoice c) {
+    BitplaneGemmParams q = p;
+    if (c.swap_ab) {
+      std::swap(q.a, q.b);
+      std::swap(q.out_stride_a, q.out_stride_b);
+      q.bias_on_a = true;
+    }
+    return q;
+  };
+  auto time_candidate = [&](KernelChoice c) {
+    const BitplaneGemmParams q = oriented(c);
+    at::cuda::CUDAEvent start(cudaEventDefault), stop(cudaEventDefault);
+    cuda::launch_bitplane_gemm(c.tile, q, stream);  // warm-up
+    start.record();
+    constexpr int kReps = 5;
+    for (int i = 0; i < kReps; ++i) cuda::launch_bitplane_gemm(c.tile, q, stream);
+    stop.record();
+    stop.synchronize();
+    return static_cast<double>(start.elapsed_time(stop)) / kReps;
+  };
+  const bool capturing = at::cuda::currentStreamCaptureStatus() != at::cuda::CaptureStatus::None;
+  const KernelChoice choice = cuda::choose_kernel(key, capturing, time_candidate);
+  cuda::launch_bitplane_gemm(choice.tile, oriented(choice), stream);
+}
+
+PlaneOperand operand(const Tensor& planes) {
+  PlaneOperand o;
+  o.planes = plane_ptr(planes);
+  o.bits = static_cast<int>(planes.size(0));
+  o.rows = planes.size(1);
+  return o;
+}
+
+}  // namespace
+
+namespace cuda {
+void launch_bitplane_gemm(TileConfig c, const BitplaneGemmParams& p, void* stream) {
+  if (c == TileConfig::Large) {
+    launch_bitplane_gemm_large(p, stream);
+  } else {
+    launch_bitplane_gemm_skinny(p, stream);
+  }
+}
+}  // namespace cuda
+
+Tensor gemm_cuda(const Tensor& x_planes, const Tensor& w_planes, int64_t K) {
+  constexpr const char* op = "apq::gemm";
+  check_gemm_args(op, x_planes, w_planes, K);
+  const c10::cuda::CUDAGuard guard(x_planes.device());
+  const int64_t M = x_planes.size(1), N = w_planes.size(1);
+  Tensor out = at::empty({M, N}, x_planes.options());
+  BitplaneGemmParams p;
+  p.a = operand(x_planes);
+  p.b = operand(w_planes);
+  p.words = x_planes.size(2);
+  p.K = K;
+  p.exact = true;
+  p.out = out.data_ptr<int32_t>();
+  p.out_type = cuda::OutType::Int32;
+  p.out_stride_a = N;
+  p.out_stride_b = 1;
+  run(op, p, out);
+  return out;
+}
+
+namespace {
+
+cuda::OutType out_type_of(at::ScalarType t) {
+  switch (t) {
+    case at::kHalf: return cuda::OutType::Float16;
+    case at::kBFloat16: return cuda::OutType::BFloat16;
+    default: return cuda::OutType::Float32;
+  }
+}
+
+Tensor qmatmul_impl(const char* op, const Tensor& x_planes, const Tensor& x_rowsum, const Tensor& x_scale,
+                    const Tensor& x_offset, const Tensor& w_planes, const Tensor& w_rowsum,
+                    const Tensor& w_scale, const Tensor& w_offset, int64_t K, int64_t group_size,
+                    const std::optional<Tensor>& bias, at::ScalarType out_dtype) {
+  check_qmatmul_args(op, x_planes, x_rowsum, x_scale, x_offset, w_planes, w_rowsum, w_scale, w_offset, K,
+                     group_size, bias, out_dtype);
+  const c10::cuda::CUDAGuard guard(x_planes.device());
+  const int64_t M = x_planes.size(1), N = w_planes.size(1), G = num_groups(K, group_size);
+  Tensor out = at::empty({M, N}, x_planes.options().dtype(out_dtype));
+  BitplaneGemmParams p;
+  p.a = operand(x_planes);
+  p.a.rowsum = x_rowsum.data_ptr<int32_t>();
+  p.a.scale = x_scale.data_ptr<float>();
+  p.a.offset = x_offset.data_ptr<float>();
+  p.a.meta_row_stride = 1;  // per token
+  p.a.meta_group_stride = 0;
+  p.b = operand(w_planes);
+  p.b.rowsum = w_rowsum.data_ptr<int32_t>();
+  p.b.scale = w_scale.data_ptr<float>();
+  p.b.offset = w_offset.data_ptr<float>();
+  p.b.meta_row_stride = G;  // per output channel and K-group
+  p.b.meta_group_stride = 1;
+  p.words = x_planes.size(2);
+  p.K = K;
+  p.group_size = group_size;
+  p.G = G;
+  p.out = out.data_ptr();
+  p.out_type = out_type_of(out_dtype);
+  p.out_stride_a = N;
+  p.out_stride_b = 1;
+  Tensor bias_values;  // keeps a converted bias alive through the launch
+  if (bias.has_value()) {
+    const at::ScalarType t = bias->scalar_type();
+    bias_values = (t == at::kFloat || t == at::kHalf || t == at::kBFloat16) ? bias->contiguous()
+                                                                            : bias->to(at::kFloat).contiguous();
+    p.bias = bias_values.data_ptr();
+    p.bias_type = bias_values.scalar_type() == at::kFloat  ? cuda::BiasType::Float32
+                  : bias_values.scalar_type() == at::kHalf ? cuda::BiasType::Float16
+                                                           : cuda::BiasType::BFloat16;
+  }
+  run(op, p, out);
+  return out;
+}
+
+}  // namespace
+
+Tensor qmatmul_cuda(const Tensor& x_planes, const Tensor& x_rowsum, const Tensor& x_scale, const Tensor& x_offset,
+                    const Tensor& w_planes, const Tensor& w_rowsum, const Tensor& w_scale, const Tensor& w_offset,
+                    int64_t K, int64_t group_size, const std::optional<Tensor>& bias, at::ScalarType out_dtype) {
+  return qmatmul_impl("apq::qmatmul", x_planes, x_rowsum, x_scale, x_offset, w_planes, w_rowsum, w_scale,
+                      w_offset, K, group_size, bias, out_dtype);
+}
+
+// Two launches: quantize_pack (one pass over x) and the fused GEMM.
+Tensor linear_cuda(const Tensor& x, const Tensor& w_planes, const Tensor& w_rowsum, const Tensor& w_scale,
+                   const Tensor& w_offset, int64_t K, int64_t group_size, int64_t a_bits,
+                   std::string_view a_format, const std::optional<Tensor>& bias) {
+  constexpr const char* op = "apq::linear";
+  check_linear_args(op, x, w_planes, K, group_size, a_bits, a_format);
+  const c10::cuda::CUDAGuard guard(x.device());
+  const auto [x_planes, x_rowsum, x_scale, x_offset] =
+      quantize_pack_cuda(x.reshape({-1, K}).contiguous(), a_bits, a_format, group_size);
+  const Tensor y = qmatmul_impl(op, x_planes, x_rowsum, x_scale, x_offset, w_planes, w_rowsum, w_scale, w_offset,
+                                K, group_size, bias, x.scalar_type());
+  std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
+  out_shape.back() = w_planes.size(1);
+  return y.view(out_shape);
+}
+
+}  // namespace apq
