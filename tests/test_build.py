@@ -42,3 +42,61 @@ def test_cuda_objects_hold_both_default_archs():
     archs = os.environ.get("APQ_CUDA_ARCHS", "80;90a").replace(",", ";").split(";")
     for arch in archs:
         assert f"sm_{arch.strip().replace('sm_', '')}" in listing, listing
+
+
+GEMM_KERNELS = ("bitplane_gemm_kernel", "OpAndPopc")  # the fused kernel and CUTLASS's b1 GEMM
+
+
+def cuobjdump_sections(flag):
+    """{arch: {function: text}} from `cuobjdump <flag>` of the extension (SASS or resource usage)."""
+    tool = find_cuobjdump()
+    assert tool, "cuobjdump not found (pip install nvidia-cuda-cuobjdump)"
+    env = dict(os.environ)
+    # cuobjdump -sass calls nvdisasm; triton (a torch dependency) ships one next to its ptxas.
+    import triton
+
+    env["PATH"] = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin") + os.pathsep + env["PATH"]
+    text = subprocess.run([tool, flag, apq_torch._C.__file__], capture_output=True, text=True, check=True,
+                          env=env).stdout
+    sections, arch, function = {}, None, None
+    for line in text.splitlines():
+        words = line.split()
+        if line.startswith("arch = "):
+            arch, function = line.split("=")[1].strip(), None
+        elif words[:1] == ["Function"]:
+            function = words[-1].rstrip(":")
+            sections.setdefault(arch, {})[function] = ""
+        elif function is not None:
+            sections[arch][function] += line + "\n"
+    return sections
+
+
+def gemm_functions(functions):
+    return {name: body for name, body in functions.items() if any(k in name for k in GEMM_KERNELS)}
+
+
+def built_archs():
+    return ["sm_" + a.strip().replace("sm_", "") for a in os.environ.get("APQ_CUDA_ARCHS", "80;90a").replace(",", ";").split(";") if a.strip()]
+
+
+@pytest.mark.skipif(not expect_cuda_build(), reason="no nvcc or a CPU-only torch: CPU-only build")
+def test_gemm_kernels_use_and_popc_tensor_cores_on_every_arch():
+    sass = cuobjdump_sections("-sass")
+    for arch in built_archs():
+        kernels = gemm_functions(sass.get(arch, {}))
+        # the large and skinny fused tiles and the CUTLASS baseline
+        assert len(kernels) == 3, (arch, list(kernels))
+        for name, body in kernels.items():
+            assert "BMMA.168256.AND.POPC" in body, (arch, name)
+            assert "XOR.POPC" not in body, (arch, name)
+
+
+@pytest.mark.skipif(not expect_cuda_build(), reason="no nvcc or a CPU-only torch: CPU-only build")
+def test_gemm_kernels_do_not_spill():
+    # ptxas' "-v" spill report, read back from the binary: LOCAL is the spill/stack memory.
+    usage = cuobjdump_sections("-res-usage")
+    for arch in built_archs():
+        kernels = gemm_functions(usage.get(arch, {}))
+        assert len(kernels) == 3, (arch, list(kernels))
+        for name, line in kernels.items():
+            assert " LOCAL:0 " in line and " STACK:0 " in line, (arch, name, line)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import apq_torch
-from helpers import poison_allocator, random_activation, random_codes, random_weight
+from helpers import poison_allocator, random_activation, random_codes
 
 pytestmark = pytest.mark.cuda
 
@@ -56,15 +56,3 @@ def test_quantize_pack_under_cuda_graph(gen):
 def test_pack_cuda_rejects_out_of_range_codes():
     with pytest.raises(RuntimeError, match=r"'codes' must hold unsigned 2-bit codes"):
         apq_torch.pack(torch.tensor([[0, 7]], device="cuda"), 2)
-
-
-def test_gemm_ops_say_not_built_yet_on_cuda(gen):
-    K = 256
-    w = [t.cuda() for t in random_weight(4, K, 2, "bipolar", 0, gen)]
-    xq = apq_torch.quantize_pack(torch.randn(3, K, device="cuda"), 4, "unsigned")
-    with pytest.raises(NotImplementedError, match="apq::gemm has no CUDA kernel"):
-        apq_torch.gemm(xq[0], w[0], K)
-    with pytest.raises(NotImplementedError, match="apq::qmatmul has no CUDA kernel"):
-        apq_torch.qmatmul(*xq, *w, K, 0, None, torch.float16)
-    with pytest.raises(NotImplementedError, match="apq::linear has no CUDA kernel"):
-        apq_torch.linear(torch.randn(3, K, device="cuda"), *w, K, 0, 4, "unsigned", None)

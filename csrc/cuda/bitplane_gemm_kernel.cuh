@@ -22,10 +22,7 @@
 
 #include <apq/plane_tile.hpp>
 
-#include <cuda_runtime.h>
-
-#include <c10/cuda/CUDAException.h>
-#include <c10/util/Exception.h>
+#include <cstdint>
 
 namespace apq::cuda {
 
@@ -50,6 +47,10 @@ struct BitplaneTile {
                 "every thread issues the same number of 16-byte copies");
   static_assert(Stages >= 2, "cp.async pipeline needs two stages at least");
 };
+
+// The two shipped shapes (TileConfig): 8 warps x 4 stages, and 2 warps x 6 stages for decode.
+using LargeTile = BitplaneTile<kLargeTile.stack_a, kLargeTile.stack_b, 2, 4, 4>;
+using SkinnyTile = BitplaneTile<kSkinnyTile.stack_a, kSkinnyTile.stack_b, 2, 1, 6>;
 
 
 template <class Tile>
@@ -194,15 +195,15 @@ __global__ void __launch_bounds__(Tile::kThreads, 1) bitplane_gemm_kernel(const 
 #pragma unroll
   for (int s = 0; s < Tile::kStages - 1; ++s) {
     if (s < k_tiles) load_stage(s);
-    cute::cp_async_fence();
+    ext::cp_async_fence();
   }
 
   // ---- main loop ----
   for (int64_t kt = 0; kt < k_tiles; ++kt) {
-    cute::cp_async_wait<Tile::kStages - 2>();
+    ext::cp_async_wait<Tile::kStages - 2>();
     __syncthreads();  // stage kt is visible to all; stage kt - 1 is free to refill
     if (kt + Tile::kStages - 1 < k_tiles) load_stage(kt + Tile::kStages - 1);
-    cute::cp_async_fence();
+    ext::cp_async_fence();
 
     const uint8_t* tile_a = smem + (kt % Tile::kStages) * Tile::kStageBytes;
     const uint8_t* tile_b = tile_a + Tile::kStackA * ext::kTileRowBytes;
@@ -230,28 +231,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1) bitplane_gemm_kernel(const 
       }
     }
   }
-  cute::cp_async_wait<0>();
-}
-
-template <class Tile>
-void launch_bitplane_gemm_tile(const BitplaneGemmParams& p, void* stream) {
-  const int64_t rows_a = Tile::kStackA / p.a.bits, rows_b = Tile::kStackB / p.b.bits;
-  const int64_t grid_a = (p.a.rows + rows_a - 1) / rows_a, grid_b = (p.b.rows + rows_b - 1) / rows_b;
-  TORCH_CHECK(grid_b <= 65535 && grid_a <= INT32_MAX, "apq: ", p.b.rows, " x ", p.a.rows,
-              " rows exceed the launch grid of the CUDA bit-plane GEMM");
-  if (grid_a == 0 || grid_b == 0) return;
-  auto* kernel = &bitplane_gemm_kernel<Tile>;
-  // Opt in to more than 48 KiB of shared memory once per device.
-  static bool configured[64] = {};
-  int device = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  if (device >= 64 || !configured[device]) {
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSmemBytes));
-    if (device < 64) configured[device] = true;
-  }
-  kernel<<<dim3(static_cast<unsigned>(grid_a), static_cast<unsigned>(grid_b)), Tile::kThreads, Tile::kSmemBytes,
-           static_cast<cudaStream_t>(stream)>>>(p);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  ext::cp_async_wait<0>();
 }
 
 }  // namespace apq::cuda

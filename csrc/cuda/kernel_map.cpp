@@ -1,5 +1,6 @@
 #include "kernel_map.h"
 
+#include <ATen/cuda/CUDAContext.h>
 #include <c10/util/Exception.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -74,10 +75,13 @@ struct AutotuneCache {
     if (loaded) return;
     loaded = true;
     std::ifstream in(cache_path());
-    std::string key, value;
-    while (in >> key >> value) {
+    std::string line;
+    while (std::getline(in, line)) {
+      std::istringstream fields(line);
+      std::string key, value, extra;
       KernelChoice c;
-      if (parse_choice(value, c)) entries[key] = c;  // unknown or torn lines are ignored
+      // A line is "<key> <choice>"; unknown or torn lines are ignored.
+      if (fields >> key >> value && !(fields >> extra) && parse_choice(value, c)) entries[key] = c;
     }
   }
 
@@ -148,7 +152,10 @@ KernelChoice choose_kernel(const GemmShapeKey& key, bool capturing,
 namespace apq {
 
 std::string cuda_kernel_choice(int64_t M, int64_t N, int64_t K, int64_t x_bits, int64_t w_bits, bool grouped) {
-  const cuda::GemmShapeKey key{80, M, N, K, static_cast<int>(x_bits), static_cast<int>(w_bits), grouped};
+  // The current GPU's architecture when there is one, else the sm_80 table row.
+  const cudaDeviceProp* prop = at::cuda::is_available() ? at::cuda::getCurrentDeviceProperties() : nullptr;
+  const int arch = prop ? prop->major * 10 + prop->minor : 80;
+  const cuda::GemmShapeKey key{arch, M, N, K, static_cast<int>(x_bits), static_cast<int>(w_bits), grouped};
   return cuda::describe(cuda::choose_kernel(key, /*capturing=*/true, nullptr));
 }
 

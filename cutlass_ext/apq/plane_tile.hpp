@@ -15,9 +15,7 @@
 // matrix, which is exactly that layout when the four matrices are chosen as below.
 #pragma once
 
-#include <cute/arch/copy_sm75.hpp>
-#include <cute/arch/copy_sm80.hpp>
-#include <cute/arch/mma_sm80.hpp>
+#include <apq/sm80_b1_primitives.hpp>
 
 #include <cstdint>
 
@@ -31,11 +29,6 @@ constexpr int kChunksPerRow = kTileRowBytes / 16;
 // Byte offset of 16-byte chunk `chunk` (0..3) of row `row` in a plane tile.
 __device__ __forceinline__ uint32_t plane_tile_offset(int row, int chunk) {
   return static_cast<uint32_t>(row * kTileRowBytes + ((chunk ^ ((row >> 1) & 3)) << 4));
-}
-
-__device__ __forceinline__ void ldmatrix_x4(const uint8_t* tile, uint32_t offset, uint32_t (&r)[4]) {
-  cute::SM75_U32x4_LDSM_N::copy(*reinterpret_cast<const cute::uint128_t*>(tile + offset), r[0], r[1],
-                                r[2], r[3]);
 }
 
 // A fragment of the 16-row MMA tile starting at `row0`, k-step `step` (0 or 1) of the stage.
@@ -66,20 +59,6 @@ __device__ __forceinline__ void mask_a_fragment(uint32_t (&a)[4], int lane, int 
   a[1] &= low;
   a[2] &= high;
   a[3] &= high;
-}
-
-// acc += popc(A AND B) over one 16 x 8 x 256 tile.
-__device__ __forceinline__ void mma_and_popc(int32_t (&acc)[4], const uint32_t (&a)[4], uint32_t b0,
-                                             uint32_t b1) {
-  uint32_t* c = reinterpret_cast<uint32_t*>(acc);
-  cute::SM80_16x8x256_S32U1U1S32_TN_ANDPOPC::fma(c[0], c[1], c[2], c[3], a[0], a[1], a[2], a[3], b0, b1,
-                                                 c[0], c[1], c[2], c[3]);
-}
-
-// Asynchronous 16-byte global -> shared copy; zero-fills the destination when !valid.
-__device__ __forceinline__ void cp_async_16(uint8_t* smem, const uint32_t* gmem, bool valid) {
-  cute::SM80_CP_ASYNC_CACHEGLOBAL_ZFILL<cute::uint128_t>::copy(
-      *reinterpret_cast<const cute::uint128_t*>(gmem), *reinterpret_cast<cute::uint128_t*>(smem), valid);
 }
 
 }  // namespace apq::ext
