@@ -110,16 +110,19 @@ __global__ void __launch_bounds__(Tile::kThreads, 1) bitplane_gemm_kernel(const 
   // ---- accumulators: stacked popcounts (int32) and, for K-groups, the fp32 result ----
   int32_t acc[Tile::kMmaA][Tile::kMmaB][4];
   float result[Tile::kMmaA][Tile::kMmaB][4];
+  // f(i, j, q, row, col) for every accumulator element of this thread, with its stacked
+  // coordinates (C fragment: rows g and g + 8, columns 2t and 2t + 1 of each 16 x 8 tile).
+  auto for_each_element = [&](auto&& f) {
 #pragma unroll
-  for (int i = 0; i < Tile::kMmaA; ++i)
+    for (int i = 0; i < Tile::kMmaA; ++i)
 #pragma unroll
-    for (int j = 0; j < Tile::kMmaB; ++j)
+      for (int j = 0; j < Tile::kMmaB; ++j)
 #pragma unroll
-      for (int q = 0; q < 4; ++q) acc[i][j][q] = 0, result[i][j][q] = 0.f;
-
-  // Stacked coordinates of fragment element (i, j, q) of this thread.
-  auto frag_row = [&](int i, int q) { return warp_a * Tile::kWarpRowsA + i * 16 + (lane >> 2) + 8 * (q >> 1); };
-  auto frag_col = [&](int j, int q) { return warp_b * Tile::kWarpRowsB + j * 8 + 2 * (lane & 3) + (q & 1); };
+        for (int q = 0; q < 4; ++q)
+          f(i, j, q, warp_a * Tile::kWarpRowsA + i * 16 + (lane >> 2) + 8 * (q >> 1),
+            warp_b * Tile::kWarpRowsB + j * 8 + 2 * (lane & 3) + (q & 1));
+  };
+  for_each_element([&](int i, int j, int q, int, int) { acc[i][j][q] = 0, result[i][j][q] = 0.f; });
 
   // One k-step (256 bits) of every plane pair, restricted to the words [lo, hi).
   auto mma_step = [&](const uint8_t* tile_a, const uint8_t* tile_b, int step, int lo, int hi) {
@@ -147,15 +150,10 @@ __global__ void __launch_bounds__(Tile::kThreads, 1) bitplane_gemm_kernel(const 
   // Park the stacked sums, shift-add them per output, then write or accumulate.
   auto close_window = [&](bool closes_group, bool last) {
     __syncthreads();  // the previous window's readers of `parked` are done
-#pragma unroll
-    for (int i = 0; i < Tile::kMmaA; ++i)
-#pragma unroll
-      for (int j = 0; j < Tile::kMmaB; ++j)
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          parked[frag_row(i, q) * Tile::kParkStride + frag_col(j, q)] = acc[i][j][q];
-          acc[i][j][q] = 0;
-        }
+    for_each_element([&](int i, int j, int q, int row, int col) {
+      parked[row * Tile::kParkStride + col] = acc[i][j][q];
+      acc[i][j][q] = 0;
+    });
     __syncthreads();
     const int64_t group_len = windows.group_len(group);
     for (int o = tid; o < TA * TB; o += Tile::kThreads) {
@@ -176,19 +174,14 @@ __global__ void __launch_bounds__(Tile::kThreads, 1) bitplane_gemm_kernel(const 
     }
     if (direct) return;
     __syncthreads();
-#pragma unroll
-    for (int i = 0; i < Tile::kMmaA; ++i)
-#pragma unroll
-      for (int j = 0; j < Tile::kMmaB; ++j)
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          const int a = frag_row(i, q), b = frag_col(j, q);
-          const int64_t ra = a_first + a, rb = b_first + b;
-          if (a >= TA || b >= TB || ra >= p.a.rows || rb >= p.b.rows) continue;
-          result[i][j][q] += epilogue::window_term(p, ra, rb, parked[a * Tile::kParkStride + b], group,
-                                                 closes_group, group_len);
-          if (last) epilogue::store_float(p, ra, rb, result[i][j][q]);
-        }
+    // The thread holding plane (0, 0) of an output, (row, col) = (a, b), owns its result.
+    for_each_element([&](int i, int j, int q, int a, int b) {
+      const int64_t ra = a_first + a, rb = b_first + b;
+      if (a >= TA || b >= TB || ra >= p.a.rows || rb >= p.b.rows) return;
+      result[i][j][q] += epilogue::window_term(p, ra, rb, parked[a * Tile::kParkStride + b], group,
+                                             closes_group, group_len);
+      if (last) epilogue::store_float(p, ra, rb, result[i][j][q]);
+    });
   };
 
   // ---- prologue: fill kStages - 1 stages ----
