@@ -168,3 +168,10 @@ def test_unsupported_gemm_path_is_named(monkeypatch, gen):
     xp = packed(2, 64, 2, gen).cuda()
     with pytest.raises(RuntimeError, match="APQ_GEMM_PATH must be 'fused' or 'baseline'"):
         apq_torch.gemm(xp, xp, 64)
+
+
+def test_planes_view_at_odd_offset_is_named():
+    flat = torch.zeros(2 * 3 * 8 + 1, dtype=torch.int32, device="cuda")
+    view = flat[1:].view(2, 3, 8)  # contiguous, but 4 bytes past a 16-byte boundary
+    with pytest.raises(RuntimeError, match="'x_planes' must start on a 16-byte boundary"):
+        apq_torch.gemm(view, view.clone(), 256)

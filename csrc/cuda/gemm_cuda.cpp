@@ -78,7 +78,11 @@ void run(const char* op, BitplaneGemmParams p, const Tensor& like) {
   cuda::launch_bitplane_gemm(choice.tile, oriented(choice), stream);
 }
 
-PlaneOperand operand(const Tensor& planes) {
+// cp.async moves 16-byte chunks: a planes view that starts mid-chunk (a slice of a larger
+// tensor) cannot be read in place.
+PlaneOperand operand(const char* op, const char* name, const Tensor& planes) {
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(planes.data_ptr()) % 16 == 0, op, ": argument '", name,
+              "' must start on a 16-byte boundary (it is a view at an odd offset); pass ", name, ".clone()");
   PlaneOperand o;
   o.planes = plane_ptr(planes);
   o.bits = static_cast<int>(planes.size(0));
@@ -105,8 +109,8 @@ Tensor gemm_cuda(const Tensor& x_planes, const Tensor& w_planes, int64_t K) {
   const int64_t M = x_planes.size(1), N = w_planes.size(1);
   Tensor out = at::empty({M, N}, x_planes.options());
   BitplaneGemmParams p;
-  p.a = operand(x_planes);
-  p.b = operand(w_planes);
+  p.a = operand(op, "x_planes", x_planes);
+  p.b = operand(op, "w_planes", w_planes);
   p.words = x_planes.size(2);
   p.K = K;
   p.exact = true;
@@ -138,13 +142,13 @@ Tensor qmatmul_impl(const char* op, const Tensor& x_planes, const Tensor& x_rows
   const int64_t M = x_planes.size(1), N = w_planes.size(1), G = num_groups(K, group_size);
   Tensor out = at::empty({M, N}, x_planes.options().dtype(out_dtype));
   BitplaneGemmParams p;
-  p.a = operand(x_planes);
+  p.a = operand(op, "x_planes", x_planes);
   p.a.rowsum = x_rowsum.data_ptr<int32_t>();
   p.a.scale = x_scale.data_ptr<float>();
   p.a.offset = x_offset.data_ptr<float>();
   p.a.meta_row_stride = 1;  // per token
   p.a.meta_group_stride = 0;
-  p.b = operand(w_planes);
+  p.b = operand(op, "w_planes", w_planes);
   p.b.rowsum = w_rowsum.data_ptr<int32_t>();
   p.b.scale = w_scale.data_ptr<float>();
   p.b.offset = w_offset.data_ptr<float>();
