@@ -102,6 +102,11 @@ void launch_bitplane_gemm_large(const BitplaneGemmParams& p, void* stream);
 void launch_bitplane_gemm_skinny(const BitplaneGemmParams& p, void* stream);
 void launch_bitplane_gemm(TileConfig c, const BitplaneGemmParams& p, void* stream);
 
+// Dynamic shared memory of one block (the large tile needs more than sm_86/sm_89 offer).
+int bitplane_gemm_smem_bytes_large();
+int bitplane_gemm_smem_bytes_skinny();
+int bitplane_gemm_smem_bytes(TileConfig c);
+
 // The CUTLASS baseline: device::Gemm<uint1b_t, ..., OpAndPopc> on the stacked planes of
 // each K-group into an int32 workspace, then a recovery kernel. Not swapped (a = x).
 void launch_baseline_gemm(const BitplaneGemmParams& p, int32_t* workspace, float* accumulator,

@@ -7,4 +7,6 @@ void launch_bitplane_gemm_large(const BitplaneGemmParams& p, void* stream) {
   launch_bitplane_gemm_tile<LargeTile>(p, stream);
 }
 
+int bitplane_gemm_smem_bytes_large() { return LargeTile::kSmemBytes; }
+
 }  // namespace apq::cuda

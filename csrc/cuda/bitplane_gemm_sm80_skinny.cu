@@ -7,4 +7,6 @@ void launch_bitplane_gemm_skinny(const BitplaneGemmParams& p, void* stream) {
   launch_bitplane_gemm_tile<SkinnyTile>(p, stream);
 }
 
+int bitplane_gemm_smem_bytes_skinny() { return SkinnyTile::kSmemBytes; }
+
 }  // namespace apq::cuda

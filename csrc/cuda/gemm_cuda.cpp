@@ -11,6 +11,7 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include <cstdlib>
+#include <limits>
 #include <string>
 
 namespace apq {
@@ -44,6 +45,7 @@ bool use_baseline() {
 // p describes x (side a) times w (side b) with out[m * N + n]; runs it on the current stream.
 void run(const char* op, BitplaneGemmParams p, const Tensor& like) {
   if (p.a.rows == 0 || p.b.rows == 0) return;
+  const int arch = check_arch(op, like);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   if (use_baseline()) {
     const Tensor workspace = at::empty({cuda::baseline_workspace_elems(p)}, like.options().dtype(at::kInt));
@@ -52,7 +54,10 @@ void run(const char* op, BitplaneGemmParams p, const Tensor& like) {
     cuda::launch_baseline_gemm(p, workspace.data_ptr<int32_t>(), accumulator.data_ptr<float>(), stream);
     return;
   }
-  const cuda::GemmShapeKey key{check_arch(op, like), p.a.rows, p.b.rows, p.K, p.a.bits, p.b.bits, p.G > 1};
+  const cuda::GemmShapeKey key{arch, p.a.rows, p.b.rows, p.K, p.a.bits, p.b.bits, p.G > 1};
+  // sm_86 / sm_89 give a block 99 KiB of shared memory: the large tile does not fit there.
+  const auto smem_optin = static_cast<int>(at::cuda::getDeviceProperties(like.device().index())->sharedMemPerBlockOptin);
+  auto fits = [&](cuda::TileConfig t) { return cuda::bitplane_gemm_smem_bytes(t) <= smem_optin; };
   auto oriented = [p](KernelChoice c) {
     BitplaneGemmParams q = p;
     if (c.swap_ab) {
@@ -63,6 +68,7 @@ void run(const char* op, BitplaneGemmParams p, const Tensor& like) {
     return q;
   };
   auto time_candidate = [&](KernelChoice c) {
+    if (!fits(c.tile)) return std::numeric_limits<double>::infinity();
     const BitplaneGemmParams q = oriented(c);
     at::cuda::CUDAEvent start(cudaEventDefault), stop(cudaEventDefault);
     cuda::launch_bitplane_gemm(c.tile, q, stream);  // warm-up
@@ -74,7 +80,8 @@ void run(const char* op, BitplaneGemmParams p, const Tensor& like) {
     return static_cast<double>(start.elapsed_time(stop)) / kReps;
   };
   const bool capturing = at::cuda::currentStreamCaptureStatus() != at::cuda::CaptureStatus::None;
-  const KernelChoice choice = cuda::choose_kernel(key, capturing, time_candidate);
+  KernelChoice choice = cuda::choose_kernel(key, capturing, time_candidate);
+  if (!fits(choice.tile)) choice.tile = cuda::TileConfig::Skinny;
   cuda::launch_bitplane_gemm(choice.tile, oriented(choice), stream);
 }
 
@@ -99,6 +106,10 @@ void launch_bitplane_gemm(TileConfig c, const BitplaneGemmParams& p, void* strea
   } else {
     launch_bitplane_gemm_skinny(p, stream);
   }
+}
+
+int bitplane_gemm_smem_bytes(TileConfig c) {
+  return c == TileConfig::Large ? bitplane_gemm_smem_bytes_large() : bitplane_gemm_smem_bytes_skinny();
 }
 }  // namespace cuda
 
