@@ -3,7 +3,6 @@ three sm_80 instructions emulated) and calls it through ctypes like gemm_cuda.cp
 same operand orientation (swap-AB), same metadata strides, same output strides."""
 
 import ctypes
-import glob
 import os
 import shutil
 import subprocess
@@ -12,8 +11,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TILES = {"large": 0, "skinny": 1}
-OUT_TYPES = {torch.int32: 0, torch.float32: 1, torch.float16: 2, torch.bfloat16: 3}
-BIAS_TYPES = {None: 0, torch.float32: 1, torch.float16: 2, torch.bfloat16: 3}
+ELEM_TYPES = {torch.int32: 0, torch.float32: 1, torch.float16: 2, torch.bfloat16: 3}  # cuda::ElemType
 
 
 def cuda_include_dirs():
@@ -65,7 +63,7 @@ def run(lib, tile, swap, x_planes, w_planes, K, out,
         x_meta=(None, None, None), w_meta=(None, None, None), group_size=0, bias=None):
     """x_meta = (rowsum [M,G], scale [M], offset [M]); w_meta = (rowsum [N,G], scale/offset [N,G]).
     Exact int32 sums when `out` is int32, the affine epilogue otherwise."""
-    M, N = x_planes.shape[1], w_planes.shape[1]
+    N = w_planes.shape[1]
     G = 1 if group_size == 0 else -(-K // group_size)
     x_side = dict(planes=x_planes, meta=x_meta, strides=(1, 0))
     w_side = dict(planes=w_planes, meta=w_meta, strides=(G, 1))
@@ -75,8 +73,8 @@ def run(lib, tile, swap, x_planes, w_planes, K, out,
     for side in (a, b):
         ints += [side["planes"].shape[1], side["planes"].shape[0], *side["strides"]]
         ptrs += [_ptr(side["planes"])] + [_ptr(t) for t in side["meta"]]
-    ints += [x_planes.shape[2], K, group_size, G, int(out.dtype == torch.int32), OUT_TYPES[out.dtype],
-             *out_strides, BIAS_TYPES[None if bias is None else bias.dtype], int(swap)]
+    ints += [x_planes.shape[2], K, group_size, G, int(out.dtype == torch.int32), ELEM_TYPES[out.dtype],
+             *out_strides, ELEM_TYPES[torch.float32 if bias is None else bias.dtype], int(swap)]
     ptrs += [_ptr(out), _ptr(bias)]
     rc = lib.apq_emulate_bitplane_gemm(TILES[tile], (ctypes.c_int64 * len(ints))(*ints),
                                        (ctypes.c_void_p * len(ptrs))(*ptrs))

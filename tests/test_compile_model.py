@@ -8,11 +8,9 @@ import torch
 import torch._dynamo.testing
 from torch._inductor.utils import run_and_get_code
 
-import apq_torch
 from apq_torch.api import quantize_
 from apq_torch.compile import compile as apq_compile
 from apq_torch.config import APQConfig
-from apq_torch.nn import APQLinear
 
 transformers = pytest.importorskip("transformers")
 LAYERS = 2

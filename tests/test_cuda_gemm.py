@@ -3,7 +3,6 @@ CPU ops: gemm bit for bit, qmatmul/linear against the fp64 product of the dequan
 operands. Run wherever a CUDA device and a CUDA build exist; skipped cleanly otherwise."""
 
 import itertools
-import os
 
 import pytest
 import torch

@@ -12,7 +12,6 @@ import torch
 
 import apq_torch
 import emulated_kernel as emu
-from apq_torch import reference as ref
 from helpers import POISON, random_activation, random_codes, random_weight
 
 VARIANTS = [("large", False), ("large", True), ("skinny", False), ("skinny", True)]

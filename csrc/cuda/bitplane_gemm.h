@@ -25,8 +25,8 @@ struct PlaneOperand {
   int64_t meta_group_stride = 0;
 };
 
-enum class OutType : int { Int32 = 0, Float32 = 1, Float16 = 2, BFloat16 = 3 };
-enum class BiasType : int { None = 0, Float32 = 1, Float16 = 2, BFloat16 = 3 };
+// Element type of the output and of the bias.
+enum class ElemType : int { Int32 = 0, Float32 = 1, Float16 = 2, BFloat16 = 3 };
 
 struct BitplaneGemmParams {
   PlaneOperand a, b;
@@ -36,10 +36,10 @@ struct BitplaneGemmParams {
   int64_t G = 1;
   bool exact = false;       // gemm: write the int32 sum U; otherwise the affine epilogue
   void* out = nullptr;
-  OutType out_type = OutType::Int32;
+  ElemType out_type = ElemType::Int32;
   int64_t out_stride_a = 0, out_stride_b = 0;
-  const void* bias = nullptr;  // indexed by the weight row
-  BiasType bias_type = BiasType::None;
+  const void* bias = nullptr;  // indexed by the weight row; nullptr: no bias
+  ElemType bias_type = ElemType::Float32;
   bool bias_on_a = false;      // true under swap-AB (weights are operand a)
 };
 
@@ -88,13 +88,11 @@ struct KWindows {
 // Tile shapes of the fused kernel; one instantiation each (bitplane_gemm_sm80_*.cu).
 // A block stacks the planes of stack_a / a.bits rows of a and stack_b / b.bits rows of b.
 enum class TileConfig : int { Large = 0, Skinny = 1 };
-constexpr int kNumTileConfigs = 2;
 struct TileShape {
   int stack_a, stack_b;
 };
 constexpr TileShape kLargeTile{128, 128};  // 8 warps, 4 stages: throughput shapes
 constexpr TileShape kSkinnyTile{64, 32};   // 2 warps, 6 stages: decode (swap-AB, weights on a)
-constexpr TileShape tile_shape(TileConfig c) { return c == TileConfig::Large ? kLargeTile : kSkinnyTile; }
 const char* tile_config_name(TileConfig c);
 
 // Launches on `stream` (a cudaStream_t). Throw on a launch error.

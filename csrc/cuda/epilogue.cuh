@@ -11,12 +11,12 @@ namespace apq::cuda {
 
 namespace epilogue {
 
-__device__ __forceinline__ float load_bias(const void* bias, BiasType type, int64_t i) {
+__device__ __forceinline__ float load_bias(const void* bias, ElemType type, int64_t i) {
+  if (bias == nullptr) return 0.f;
   switch (type) {
-    case BiasType::Float32: return static_cast<const float*>(bias)[i];
-    case BiasType::Float16: return __half2float(static_cast<const __half*>(bias)[i]);
-    case BiasType::BFloat16: return __bfloat162float(static_cast<const __nv_bfloat16*>(bias)[i]);
-    default: return 0.f;
+    case ElemType::Float16: return __half2float(static_cast<const __half*>(bias)[i]);
+    case ElemType::BFloat16: return __bfloat162float(static_cast<const __nv_bfloat16*>(bias)[i]);
+    default: return static_cast<const float*>(bias)[i];
   }
 }
 
@@ -24,9 +24,9 @@ __device__ __forceinline__ void store_float(const BitplaneGemmParams& p, int64_t
   const int64_t i = ra * p.out_stride_a + rb * p.out_stride_b;
   y += load_bias(p.bias, p.bias_type, p.bias_on_a ? ra : rb);
   switch (p.out_type) {
-    case OutType::Float32: static_cast<float*>(p.out)[i] = y; break;
-    case OutType::Float16: static_cast<__half*>(p.out)[i] = __float2half_rn(y); break;
-    case OutType::BFloat16: static_cast<__nv_bfloat16*>(p.out)[i] = __float2bfloat16_rn(y); break;
+    case ElemType::Float32: static_cast<float*>(p.out)[i] = y; break;
+    case ElemType::Float16: static_cast<__half*>(p.out)[i] = __float2half_rn(y); break;
+    case ElemType::BFloat16: static_cast<__nv_bfloat16*>(p.out)[i] = __float2bfloat16_rn(y); break;
     default: break;
   }
 }

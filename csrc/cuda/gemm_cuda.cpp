@@ -22,17 +22,13 @@ using cuda::KernelChoice;
 using cuda::PlaneOperand;
 
 // mma.sync b1 AND-popc exists on sm_80 ... sm_90; this build ships sm_80 and sm_90a code.
-int check_arch(const char* op, const Tensor& t) {
+const cudaDeviceProp& checked_device(const char* op, const Tensor& t) {
   const cudaDeviceProp* prop = at::cuda::getDeviceProperties(t.device().index());
-  const int arch = prop->major * 10 + prop->minor;
-  TORCH_CHECK_NOT_IMPLEMENTED(prop->major == 8 || arch == 90, op, ": the CUDA bit-plane GEMM needs the b1 ",
-                              "AND-popc tensor cores of compute capability 8.x or 9.0; this GPU is ",
-                              prop->major, ".", prop->minor, ". Move the operands to the CPU (.cpu())");
-  return arch;
-}
-
-const uint32_t* plane_ptr(const Tensor& planes) {
-  return reinterpret_cast<const uint32_t*>(planes.data_ptr<int32_t>());
+  TORCH_CHECK_NOT_IMPLEMENTED(prop->major == 8 || (prop->major == 9 && prop->minor == 0), op,
+                              ": the CUDA bit-plane GEMM needs the b1 AND-popc tensor cores of compute "
+                              "capability 8.x or 9.0; this GPU is ", prop->major, ".", prop->minor,
+                              ". Move the operands to the CPU (.cpu())");
+  return *prop;
 }
 
 bool use_baseline() {
@@ -45,7 +41,7 @@ bool use_baseline() {
 // p describes x (side a) times w (side b) with out[m * N + n]; runs it on the current stream.
 void run(const char* op, BitplaneGemmParams p, const Tensor& like) {
   if (p.a.rows == 0 || p.b.rows == 0) return;
-  const int arch = check_arch(op, like);
+  const cudaDeviceProp& device = checked_device(op, like);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   if (use_baseline()) {
     const Tensor workspace = at::empty({cuda::baseline_workspace_elems(p)}, like.options().dtype(at::kInt));
@@ -54,10 +50,12 @@ void run(const char* op, BitplaneGemmParams p, const Tensor& like) {
     cuda::launch_baseline_gemm(p, workspace.data_ptr<int32_t>(), accumulator.data_ptr<float>(), stream);
     return;
   }
-  const cuda::GemmShapeKey key{arch, p.a.rows, p.b.rows, p.K, p.a.bits, p.b.bits, p.G > 1};
+  const cuda::GemmShapeKey key{device.major * 10 + device.minor, p.a.rows, p.b.rows, p.K, p.a.bits, p.b.bits,
+                               p.G > 1};
   // sm_86 / sm_89 give a block 99 KiB of shared memory: the large tile does not fit there.
-  const auto smem_optin = static_cast<int>(at::cuda::getDeviceProperties(like.device().index())->sharedMemPerBlockOptin);
-  auto fits = [&](cuda::TileConfig t) { return cuda::bitplane_gemm_smem_bytes(t) <= smem_optin; };
+  auto fits = [&](cuda::TileConfig t) {
+    return static_cast<size_t>(cuda::bitplane_gemm_smem_bytes(t)) <= device.sharedMemPerBlockOptin;
+  };
   auto oriented = [p](KernelChoice c) {
     BitplaneGemmParams q = p;
     if (c.swap_ab) {
@@ -91,10 +89,33 @@ PlaneOperand operand(const char* op, const char* name, const Tensor& planes) {
   TORCH_CHECK(reinterpret_cast<uintptr_t>(planes.data_ptr()) % 16 == 0, op, ": argument '", name,
               "' must start on a 16-byte boundary (it is a view at an odd offset); pass ", name, ".clone()");
   PlaneOperand o;
-  o.planes = plane_ptr(planes);
+  o.planes = reinterpret_cast<const uint32_t*>(planes.data_ptr<int32_t>());
   o.bits = static_cast<int>(planes.size(0));
   o.rows = planes.size(1);
   return o;
+}
+
+// x (side a) times w (side b) into out[m * N + n]; metadata and epilogue are the caller's.
+BitplaneGemmParams plain_params(const char* op, const Tensor& x_planes, const Tensor& w_planes, int64_t K,
+                                Tensor& out) {
+  BitplaneGemmParams p;
+  p.a = operand(op, "x_planes", x_planes);
+  p.b = operand(op, "w_planes", w_planes);
+  p.words = x_planes.size(2);
+  p.K = K;
+  p.out = out.data_ptr();
+  p.out_stride_a = w_planes.size(1);
+  p.out_stride_b = 1;
+  return p;
+}
+
+cuda::ElemType elem_type_of(at::ScalarType t) {
+  switch (t) {
+    case at::kHalf: return cuda::ElemType::Float16;
+    case at::kBFloat16: return cuda::ElemType::BFloat16;
+    case at::kInt: return cuda::ElemType::Int32;
+    default: return cuda::ElemType::Float32;
+  }
 }
 
 }  // namespace
@@ -119,29 +140,14 @@ Tensor gemm_cuda(const Tensor& x_planes, const Tensor& w_planes, int64_t K) {
   const c10::cuda::CUDAGuard guard(x_planes.device());
   const int64_t M = x_planes.size(1), N = w_planes.size(1);
   Tensor out = at::empty({M, N}, x_planes.options());
-  BitplaneGemmParams p;
-  p.a = operand(op, "x_planes", x_planes);
-  p.b = operand(op, "w_planes", w_planes);
-  p.words = x_planes.size(2);
-  p.K = K;
+  BitplaneGemmParams p = plain_params(op, x_planes, w_planes, K, out);
   p.exact = true;
-  p.out = out.data_ptr<int32_t>();
-  p.out_type = cuda::OutType::Int32;
-  p.out_stride_a = N;
-  p.out_stride_b = 1;
+  p.out_type = cuda::ElemType::Int32;
   run(op, p, out);
   return out;
 }
 
 namespace {
-
-cuda::OutType out_type_of(at::ScalarType t) {
-  switch (t) {
-    case at::kHalf: return cuda::OutType::Float16;
-    case at::kBFloat16: return cuda::OutType::BFloat16;
-    default: return cuda::OutType::Float32;
-  }
-}
 
 Tensor qmatmul_impl(const char* op, const Tensor& x_planes, const Tensor& x_rowsum, const Tensor& x_scale,
                     const Tensor& x_offset, const Tensor& w_planes, const Tensor& w_rowsum,
@@ -152,36 +158,28 @@ Tensor qmatmul_impl(const char* op, const Tensor& x_planes, const Tensor& x_rows
   const c10::cuda::CUDAGuard guard(x_planes.device());
   const int64_t M = x_planes.size(1), N = w_planes.size(1), G = num_groups(K, group_size);
   Tensor out = at::empty({M, N}, x_planes.options().dtype(out_dtype));
-  BitplaneGemmParams p;
-  p.a = operand(op, "x_planes", x_planes);
+  BitplaneGemmParams p = plain_params(op, x_planes, w_planes, K, out);
   p.a.rowsum = x_rowsum.data_ptr<int32_t>();
   p.a.scale = x_scale.data_ptr<float>();
   p.a.offset = x_offset.data_ptr<float>();
   p.a.meta_row_stride = 1;  // per token
   p.a.meta_group_stride = 0;
-  p.b = operand(op, "w_planes", w_planes);
   p.b.rowsum = w_rowsum.data_ptr<int32_t>();
   p.b.scale = w_scale.data_ptr<float>();
   p.b.offset = w_offset.data_ptr<float>();
   p.b.meta_row_stride = G;  // per output channel and K-group
   p.b.meta_group_stride = 1;
-  p.words = x_planes.size(2);
-  p.K = K;
   p.group_size = group_size;
   p.G = G;
-  p.out = out.data_ptr();
-  p.out_type = out_type_of(out_dtype);
-  p.out_stride_a = N;
-  p.out_stride_b = 1;
+  p.out_type = elem_type_of(out_dtype);
   Tensor bias_values;  // keeps a converted bias alive through the launch
   if (bias.has_value()) {
     const at::ScalarType t = bias->scalar_type();
+    // fp32/fp16/bf16 are read as they are; float64 is converted (the kernel has no double load)
     bias_values = (t == at::kFloat || t == at::kHalf || t == at::kBFloat16) ? bias->contiguous()
                                                                             : bias->to(at::kFloat).contiguous();
     p.bias = bias_values.data_ptr();
-    p.bias_type = bias_values.scalar_type() == at::kFloat  ? cuda::BiasType::Float32
-                  : bias_values.scalar_type() == at::kHalf ? cuda::BiasType::Float16
-                                                           : cuda::BiasType::BFloat16;
+    p.bias_type = elem_type_of(bias_values.scalar_type());
   }
   run(op, p, out);
   return out;

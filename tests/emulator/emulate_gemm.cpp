@@ -72,10 +72,10 @@ extern "C" int apq_emulate_bitplane_gemm(int tile, const int64_t* ints, void* co
   p.group_size = ints[10];
   p.G = ints[11];
   p.exact = ints[12] != 0;
-  p.out_type = static_cast<OutType>(ints[13]);
+  p.out_type = static_cast<ElemType>(ints[13]);
   p.out_stride_a = ints[14];
   p.out_stride_b = ints[15];
-  p.bias_type = static_cast<BiasType>(ints[16]);
+  p.bias_type = static_cast<ElemType>(ints[16]);
   p.bias_on_a = ints[17] != 0;
   p.out = ptrs[8];
   p.bias = ptrs[9];
