@@ -28,6 +28,7 @@ TORCH_LIBRARY(apq, m) {
       " int K, int group_size, int a_bits, str a_format, Tensor? bias) -> Tensor");
   // Selects the CPU popcount kernel (tests, benchmarks); not part of the op contract.
   m.def("_cpu_kernel(str request=\"\") -> str", &apq::cpu_kernel);
+  m.def("_cpu_kernel_choice(int M, int x_bits, int w_bits, int group_size) -> str", &apq::cpu_kernel_choice);
   m.def("_cuda_kernel_choice(int M, int N, int K, int x_bits, int w_bits, bool grouped) -> str",
         &apq::cuda_kernel_choice);
   m.def("_built_with_cuda() -> bool", [] {
