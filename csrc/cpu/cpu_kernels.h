@@ -3,6 +3,8 @@
 // and can be compiled for AVX-512 without touching code that runs everywhere.
 #pragma once
 
+#include "../format.h"
+
 #include <cstdint>
 
 namespace apq::cpu {
@@ -68,6 +70,10 @@ struct Kernels {
   // planes (plane i at dst + i * plane_stride), zero past K.
   void (*pack_row)(const uint8_t* codes, int64_t K, int64_t bits, uint64_t* dst,
                    int64_t plane_stride, int64_t row_qwords);
+  // Per-token quantization of one row (format.h), equal to the scalar definitions to the bit:
+  // its statistics, and its codes codes[k] = quantize_value(x[k], p, bits).
+  RowStats (*row_stats)(const float* x, int64_t K);
+  void (*quantize_row)(const float* x, int64_t K, QuantParams p, int bits, uint8_t* codes);
 };
 
 const Kernels& portable_kernels();
@@ -121,7 +127,9 @@ struct Int8Kernels {
                             int64_t ld);
 };
 
-// nullptr when this build or this CPU has no AVX-512 VNNI (with BW).
+// nullptr when this build or this CPU lacks AVX-512 VNNI, VBMI or GFNI. "vnni" expands
+// each task's weights once for many rows; "vnni-decode" streams them for a few rows.
 const Int8Kernels* vnni_kernels();
+const Int8Kernels* vnni_decode_kernels();
 
 }  // namespace apq::cpu

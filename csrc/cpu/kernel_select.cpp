@@ -1,5 +1,5 @@
 // Which CPU kernel runs a product: the kernel map, and APQ_CPU_KERNEL / apq::_cpu_kernel
-// (auto | avx512 | vnni | portable) that force one.
+// (auto | avx512 | vnni | vnni-decode | portable) that force one.
 #include "kernel_select.h"
 
 #include "../ops.h"
@@ -15,19 +15,20 @@ namespace apq::cpu {
 namespace {
 
 // The kernel map, measured on AMD EPYC (Zen 5, 2 threads; bench/results/cpu-gemm.json):
-// the popcount kernel's work grows with the plane pairs x_bits * w_bits, the int8 kernel's
-// does not, so per bucket of M the int8 kernel runs from `int8_from_pairs` pairs on.
+// the popcount kernel's work grows with the plane pairs x_bits * w_bits, the int8 kernels'
+// does not, so per bucket of M an int8 kernel runs from `int8_from_pairs` pairs on.
 struct MapRow {
   int64_t max_rows;
+  bool decode;                      // the int8 kernel: vnni-decode, else vnni
   int64_t int8_from_pairs;          // per-channel weights
   int64_t int8_from_pairs_grouped;  // group_size > 0
 };
 constexpr MapRow kCpuKernelMap[] = {
-    {16, 2, 2},                                        // decode
-    {std::numeric_limits<int64_t>::max(), 8, 6},       // prefill
+    {4, true, 2, 2},
+    {std::numeric_limits<int64_t>::max(), false, 8, 6},
 };
 
-enum class Mode : int { Auto, Avx512, Vnni, Portable };
+enum class Mode : int { Auto, Avx512, Vnni, VnniDecode, Portable };
 
 Mode parse(std::string_view request, const char* source) {
   if (request == "auto") return Mode::Auto;
@@ -37,18 +38,19 @@ Mode parse(std::string_view request, const char* source) {
                 ": 'avx512' needs a CPU with AVX-512 VPOPCNTDQ (and an x86-64 build); this one has none");
     return Mode::Avx512;
   }
-  if (request == "vnni") {
-    TORCH_CHECK(vnni_kernels() != nullptr, source,
-                ": 'vnni' needs a CPU with AVX-512 VNNI (and an x86-64 build); this one has none");
-    return Mode::Vnni;
+  if (request == "vnni" || request == "vnni-decode") {
+    TORCH_CHECK(vnni_kernels() != nullptr, source, ": '", request,
+                "' needs a CPU with AVX-512 VNNI, VBMI and GFNI (and an x86-64 build); this one has none");
+    return request == "vnni" ? Mode::Vnni : Mode::VnniDecode;
   }
-  TORCH_CHECK(false, source, " must be 'auto', 'avx512', 'vnni' or 'portable', got '", request, "'");
+  TORCH_CHECK(false, source, " must be 'auto', 'avx512', 'vnni', 'vnni-decode' or 'portable', got '", request, "'");
 }
 
 const char* mode_name(Mode m) {
   switch (m) {
     case Mode::Avx512: return "avx512";
     case Mode::Vnni: return "vnni";
+    case Mode::VnniDecode: return "vnni-decode";
     case Mode::Portable: return "portable";
     default: return "auto";
   }
@@ -73,15 +75,16 @@ KernelChoice choose_kernel(int64_t M, int64_t x_bits, int64_t w_bits, int64_t gr
   switch (current().load(std::memory_order_relaxed)) {
     case Mode::Avx512: return {avx512_kernels(), nullptr};
     case Mode::Vnni: return {nullptr, vnni_kernels()};
+    case Mode::VnniDecode: return {nullptr, vnni_decode_kernels()};
     case Mode::Portable: return {&portable_kernels(), nullptr};
     case Mode::Auto: break;
   }
-  const Int8Kernels* int8 = vnni_kernels();
-  if (int8 == nullptr) return {&best_popcount(), nullptr};
+  if (vnni_kernels() == nullptr) return {&best_popcount(), nullptr};
   for (const MapRow& row : kCpuKernelMap) {
     if (M <= row.max_rows) {
       const int64_t from = group_size > 0 ? row.int8_from_pairs_grouped : row.int8_from_pairs;
-      return x_bits * w_bits >= from ? KernelChoice{nullptr, int8} : KernelChoice{&best_popcount(), nullptr};
+      if (x_bits * w_bits < from) break;
+      return {nullptr, row.decode ? vnni_decode_kernels() : vnni_kernels()};
     }
   }
   return {&best_popcount(), nullptr};
