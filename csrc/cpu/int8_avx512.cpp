@@ -95,6 +95,28 @@ void expand_block(const PlaneMatrix& w, int64_t K, const Block& b, uint8_t* S, b
   }
 }
 
+// U[r][v] = the products of rows xr[r] and the expanded weights over k in [k0, k1).
+template <int MR>
+APQ_INLINE void dot_quads(const int8_t* const* xr, const uint8_t* S, int64_t k0, int64_t k1, __m512i (&U)[MR][kVecs]) {
+  __m512i a0[MR], a1[MR];
+  for (int r = 0; r < MR; ++r) a0[r] = a1[r] = _mm512_setzero_si512();
+  const uint8_t* wp = S + k0 / 4 * kQuadBytes;
+  for (int64_t k = k0; k < k1; k += 4, wp += kQuadBytes) {
+    const __m512i w0 = _mm512_load_si512(wp), w1 = _mm512_load_si512(wp + 64);
+    for (int r = 0; r < MR; ++r) {
+      int32_t quad;
+      __builtin_memcpy(&quad, xr[r] + k, 4);
+      const __m512i xb = _mm512_set1_epi32(quad);
+      a0[r] = _mm512_dpbusd_epi32(a0[r], w0, xb);
+      a1[r] = _mm512_dpbusd_epi32(a1[r], w1, xb);
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    U[r][0] = a0[r];
+    U[r][1] = a1[r];
+  }
+}
+
 // MR activation rows x the task's channels, all segments; writes the outputs.
 template <int MR>
 void row_tile(const XBytes& x, int64_t m, const Block& b, const uint8_t* S, const Epilogue& ep) {
@@ -104,20 +126,7 @@ void row_tile(const XBytes& x, int64_t m, const Block& b, const uint8_t* S, cons
   for (int64_t si = 0; si < b.nseg; ++si) {
     const Segment& s = b.segs[si];
     __m512i U[MR][kVecs];
-    for (int r = 0; r < MR; ++r) {
-      for (int v = 0; v < kVecs; ++v) U[r][v] = _mm512_setzero_si512();
-    }
-    const uint8_t* wp = S + s.q0 * 16 * kQuadBytes;
-    for (int64_t k = s.q0 * 64; k < s.q1 * 64; k += 4, wp += kQuadBytes) {
-      const __m512i w0 = _mm512_load_si512(wp), w1 = _mm512_load_si512(wp + 64);
-      for (int r = 0; r < MR; ++r) {
-        int32_t quad;
-        __builtin_memcpy(&quad, xr[r] + k, 4);
-        const __m512i xb = _mm512_set1_epi32(quad);
-        U[r][0] = _mm512_dpbusd_epi32(U[r][0], w0, xb);
-        U[r][1] = _mm512_dpbusd_epi32(U[r][1], w1, xb);
-      }
-    }
+    dot_quads<MR>(xr, S, s.q0 * 64, s.q1 * 64, U);
     if (x.bits == 8) {  // stored as u - 128: add 128 * sum(w) back
       for (int v = 0; v < kVecs; ++v) {
         const __m512i corr = _mm512_slli_epi32(_mm512_loadu_si512(b.sums + si * kCols + 16 * v), 7);
@@ -136,11 +145,11 @@ void product_vnni(const XBytes& x, const PlaneMatrix& w, const GroupSpec& gs, in
   uint8_t* S = static_cast<uint8_t*>(tl_weights.get(nq * 16 * kQuadBytes));
   expand_block(w, gs.K, b, S, x.bits == 8);
   int64_t m = m0;
-  for (; m + 8 <= m1; m += 8) row_tile<8>(x, m, b, S, ep);
-  if (m1 - m >= 4) {
-    row_tile<4>(x, m, b, S, ep);
-    m += 4;
+  // Grouped products fold every group into double accumulators: 4 rows keep them in registers.
+  if (b.groups == 1) {
+    for (; m + 8 <= m1; m += 8) row_tile<8>(x, m, b, S, ep);
   }
+  for (; m + 4 <= m1; m += 4) row_tile<4>(x, m, b, S, ep);
   if (m1 - m >= 2) {
     row_tile<2>(x, m, b, S, ep);
     m += 2;

@@ -187,7 +187,7 @@ Block prepare_block(const GroupSpec& gs, int64_t n0, int64_t n1, const Epilogue&
 // current group over its finished windows.
 template <int MR>
 struct TileAcc {
-  alignas(64) double acc[MR][kCols];
+  __m512d acc[MR][kCols / 8];
   alignas(64) double part[MR][kCols];
 };
 
@@ -209,20 +209,22 @@ APQ_INLINE void finish_segment(const Block& b, const Epilogue& ep, const Segment
     }
     return;
   }
-  for (int r = 0; r < MR; ++r) {  // U as doubles, plus the group's earlier windows
-    for (int v = 0; v < kVecs; ++v) {
-      __m512d lo = _mm512_cvtepi32_pd(_mm512_castsi512_si256(U[r][v]));
-      __m512d hi = _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(U[r][v], 1));
-      double* p = t.part[r] + 16 * v;
-      if (!s.first) {
-        lo = _mm512_add_pd(lo, _mm512_load_pd(p));
-        hi = _mm512_add_pd(hi, _mm512_load_pd(p + 8));
+  if (!s.first || !s.last) {  // a group of several windows: U as doubles, summed in t.part
+    for (int r = 0; r < MR; ++r) {
+      for (int v = 0; v < kVecs; ++v) {
+        __m512d lo = _mm512_cvtepi32_pd(_mm512_castsi512_si256(U[r][v]));
+        __m512d hi = _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(U[r][v], 1));
+        double* p = t.part[r] + 16 * v;
+        if (!s.first) {
+          lo = _mm512_add_pd(lo, _mm512_load_pd(p));
+          hi = _mm512_add_pd(hi, _mm512_load_pd(p + 8));
+        }
+        _mm512_store_pd(p, lo);
+        _mm512_store_pd(p + 8, hi);
       }
-      _mm512_store_pd(p, lo);
-      _mm512_store_pd(p + 8, hi);
     }
+    if (!s.last) return;
   }
-  if (!s.last) return;
   if (ep.exact != nullptr) {  // gemm over several windows: the checked K keeps U in int32
     for (int r = 0; r < rows; ++r) {
       for (int v = 0; v < kVecs; ++v) {
@@ -236,14 +238,19 @@ APQ_INLINE void finish_segment(const Block& b, const Epilogue& ep, const Segment
   }
   const double* sw = b.sw + s.group * kCols;
   const double* zw = b.zw + s.group * kCols;
+  __m512d sx[MR];
   for (int r = 0; r < MR; ++r) {
     const int64_t row = m + (r < rows ? r : rows - 1);
-    const __m512d sx = _mm512_set1_pd(static_cast<double>(ep.x_rowsum[row * b.groups + s.group]));
-    for (int c = 0; c < kCols; c += 8) {
+    sx[r] = _mm512_set1_pd(static_cast<double>(ep.x_rowsum[row * b.groups + s.group]));
+  }
+  for (int c = 0; c < kCols; c += 8) {
+    const __m512d zw_c = _mm512_load_pd(zw + c), sw_c = _mm512_load_pd(sw + c);
+    for (int r = 0; r < MR; ++r) {
+      const __m256i half = (c / 8) % 2 ? _mm512_extracti64x4_epi64(U[r][c / 16], 1) : _mm512_castsi512_si256(U[r][c / 16]);
+      const __m512d u_group = s.first ? _mm512_cvtepi32_pd(half) : _mm512_load_pd(t.part[r] + c);
       // zw * Sx is exact in double, so this equals U + zw * Sx rounded once
-      const __m512d u = _mm512_fmadd_pd(_mm512_load_pd(zw + c), sx, _mm512_load_pd(t.part[r] + c));
-      const __m512d acc = s.group == 0 ? _mm512_setzero_pd() : _mm512_load_pd(t.acc[r] + c);
-      _mm512_store_pd(t.acc[r] + c, _mm512_fmadd_pd(_mm512_load_pd(sw + c), u, acc));
+      const __m512d u = _mm512_fmadd_pd(zw_c, sx[r], u_group);
+      t.acc[r][c / 8] = _mm512_fmadd_pd(sw_c, u, s.group == 0 ? _mm512_setzero_pd() : t.acc[r][c / 8]);
     }
   }
 }
@@ -256,7 +263,7 @@ APQ_INLINE void write_affine(const Block& b, const Epilogue& ep, int64_t m, int 
     const __m512d zx = _mm512_set1_pd(static_cast<double>(ep.x_offset[m + r]));
     float* out = ep.out + (m + r) * ep.ld + b.n0;
     for (int c = 0; c < b.ncols; c += 8) {
-      const __m512d inner = _mm512_fmadd_pd(zx, _mm512_load_pd(b.d + c), _mm512_load_pd(t.acc[r] + c));
+      const __m512d inner = _mm512_fmadd_pd(zx, _mm512_load_pd(b.d + c), t.acc[r][c / 8]);
       const __m512d y = _mm512_add_pd(_mm512_mul_pd(sx, inner), _mm512_load_pd(b.bias + c));
       const int left = b.ncols - c;
       _mm256_mask_storeu_ps(out + c, static_cast<__mmask8>(left >= 8 ? 0xFF : (1u << left) - 1), _mm512_cvtpd_ps(y));

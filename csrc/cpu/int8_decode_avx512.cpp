@@ -80,10 +80,18 @@ void decode_rows(const XBytes& x, int64_t m, int rows, const PlaneMatrix& w, int
           for (int r = 0; r < MR; ++r) acc[r * NC + c] = _mm512_dpbusd_epi32(acc[r * NC + c], xw[r], codes[c][j]);
         }
         if (q + 1 == b.segs[si].q1) {
-          alignas(64) int32_t sums[16];
-          _mm512_store_si512(sums, reduce16(acc));
-          for (int r = 0; r < MR; ++r) {
-            for (int c = 0; c < NC; ++c) U_all[(si * MR + r) * kCols + c0 + c] = sums[r * NC + c];
+          const __m512i sums = reduce16(acc);  // lane r * NC + c
+          int32_t* dst = U_all + si * MR * kCols + c0;
+          if constexpr (MR == 1) {
+            _mm512_storeu_si512(dst, sums);
+          } else if constexpr (MR == 2) {
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm512_castsi512_si256(sums));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + kCols), _mm512_extracti64x4_epi64(sums, 1));
+          } else {
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm512_castsi512_si128(sums));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + kCols), _mm512_extracti32x4_epi32(sums, 1));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 2 * kCols), _mm512_extracti32x4_epi32(sums, 2));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 3 * kCols), _mm512_extracti32x4_epi32(sums, 3));
           }
           for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_si512();
           ++si;
