@@ -6,7 +6,7 @@ import torch
 import apq_torch
 
 HAS_CUDA = torch.cuda.is_available() and apq_torch.cuda_built()
-CPU_KERNELS = ["avx512", "portable"]
+CPU_KERNELS = ["avx512", "vnni", "vnni-decode", "portable"]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -19,13 +19,13 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(params=CPU_KERNELS)
 def cpu_kernel(request):
     """Runs a test once per CPU popcount kernel, restoring the default afterwards."""
-    if request.param == "avx512":
+    if request.param != "portable":
         try:
-            apq_torch.cpu_kernel("avx512")
+            apq_torch.cpu_kernel(request.param)
         except RuntimeError:
             if os.environ.get("APQ_REQUIRE_AVX512") == "1":
                 raise
-            pytest.skip("this CPU has no AVX-512 VPOPCNTDQ")
+            pytest.skip(f"this CPU cannot run the {request.param} kernel")
     else:
         apq_torch.cpu_kernel(request.param)
     yield request.param

@@ -14,18 +14,24 @@
 namespace apq::cpu {
 namespace {
 
-// The kernel map, measured on AMD EPYC (Zen 5, 2 threads; bench/results/cpu-gemm.json):
-// the popcount kernel's work grows with the plane pairs x_bits * w_bits, the int8 kernels'
-// does not, so per bucket of M an int8 kernel runs from `int8_from_pairs` pairs on.
+// The kernel map, measured with qmatmul at N = K = 1536 on one thread of an AMD EPYC (Zen 5,
+// bench/bench_cpu_gemm.py has the ratios at the reported shapes). The popcount kernel's work
+// grows with the plane pairs x_bits * w_bits, the int8 kernels' does not: per bucket of M
+// and per grouping, an int8 kernel runs from `from_pairs` pairs on. The popcount kernels'
+// grouped epilogue is scalar, so with groups the int8 kernels win early.
+struct Int8From {
+  bool decode;         // vnni-decode, else vnni
+  int64_t from_pairs;  // x_bits * w_bits at which the int8 kernel starts to win
+};
 struct MapRow {
   int64_t max_rows;
-  bool decode;                      // the int8 kernel: vnni-decode, else vnni
-  int64_t int8_from_pairs;          // per-channel weights
-  int64_t int8_from_pairs_grouped;  // group_size > 0
+  Int8From per_channel, grouped;
 };
 constexpr MapRow kCpuKernelMap[] = {
-    {4, true, 2, 2},
-    {std::numeric_limits<int64_t>::max(), false, 8, 6},
+    {1, {true, 32}, {true, 16}},
+    {4, {true, 8}, {false, 1}},
+    {16, {false, 4}, {false, 1}},
+    {std::numeric_limits<int64_t>::max(), {false, 2}, {false, 1}},
 };
 
 enum class Mode : int { Auto, Avx512, Vnni, VnniDecode, Portable };
@@ -82,9 +88,9 @@ KernelChoice choose_kernel(int64_t M, int64_t x_bits, int64_t w_bits, int64_t gr
   if (vnni_kernels() == nullptr) return {&best_popcount(), nullptr};
   for (const MapRow& row : kCpuKernelMap) {
     if (M <= row.max_rows) {
-      const int64_t from = group_size > 0 ? row.int8_from_pairs_grouped : row.int8_from_pairs;
-      if (x_bits * w_bits < from) break;
-      return {nullptr, row.decode ? vnni_decode_kernels() : vnni_kernels()};
+      const Int8From& int8 = group_size > 0 ? row.grouped : row.per_channel;
+      if (x_bits * w_bits < int8.from_pairs) break;
+      return {nullptr, int8.decode ? vnni_decode_kernels() : vnni_kernels()};
     }
   }
   return {&best_popcount(), nullptr};
