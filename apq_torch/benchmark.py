@@ -24,21 +24,24 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def interleaved_medians(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds of each fn; repetition r times every fn once before r + 1."""
+def interleaved_medians(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1,
+                        clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Median seconds of each fn; repetition r times every fn once before r + 1. ``clock``
+    time.thread_time counts only this thread's CPU time (one torch thread on a shared machine)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     samples = {name: [] for name in fns}
     for _ in range(reps):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start = clock()
             fn()
-            samples[name].append(time.perf_counter() - start)
+            samples[name].append(clock() - start)
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
-def cpu_gemm_vs_matmul(M: int, N: int, K: int, bit_pairs, reps: int = 7, seed: int = 0):
+def cpu_gemm_vs_matmul(M: int, N: int, K: int, bit_pairs, reps: int = 7, seed: int = 0,
+                       clock: Callable[[], float] = time.perf_counter):
     """Times apq.gemm for each (x bits, w bits) against fp32 torch.matmul of the same shape.
 
     Returns (rows, baseline_seconds); each row has bits, seconds and speedup (> 1: faster)."""
@@ -50,7 +53,7 @@ def cpu_gemm_vs_matmul(M: int, N: int, K: int, bit_pairs, reps: int = 7, seed: i
         uw = torch.randint(0, 2**bw, (N, K), generator=gen)
         xp, wp = apq_torch.pack(ux, bx)[0], apq_torch.pack(uw, bw)[0]
         fns[f"W{bw}A{bx}"] = lambda xp=xp, wp=wp: apq_torch.gemm(xp, wp, K)
-    medians = interleaved_medians(fns, reps)
+    medians = interleaved_medians(fns, reps, clock=clock)
     base = medians.pop("fp32 matmul")
     rows = [dict(name=name, x_bits=bx, w_bits=bw, seconds=medians[name], speedup=base / medians[name])
             for (bx, bw), name in zip(bit_pairs, medians)]

@@ -1,6 +1,7 @@
 """CPU apq.gemm and apq.linear vs fp32 torch.matmul, same threads, same run (interleaved medians).
 
-    python bench/bench_cpu_gemm.py [--size 2048] [--reps 7] [--kernel auto|avx512|vnni|vnni-decode|portable]
+    python bench/bench_cpu_gemm.py [--size 2048] [--reps 7] [--threads N] [--clock wall|cpu]
+                                   [--kernel auto|avx512|vnni|vnni-decode|portable]
 
 1. M = N = K = --size: apq.gemm per bit pair (the kernel map's choice, or --kernel) against
    fp32 torch.matmul, with the issue's targets.
@@ -9,13 +10,16 @@
    x @ W.T. "hot" reuses one weight, as a microbenchmark does; "30 layers" cycles through 30
    weights of the shape, as a 30-layer model does, so fp32 weights come from memory.
 
-Prints tables and writes bench/results/cpu-gemm.json.
+--clock cpu times this thread's CPU time (needs --threads 1): on a shared machine it leaves out
+the time other processes hold the core, which wall-clock medians of 2 threads cannot.
+Prints tables and writes bench/results/cpu-gemm.json (cpu-gemm-<N>threads[-cpu].json otherwise).
 """
 
 import argparse
 import json
 import os
 import sys
+import time
 
 import torch
 
@@ -28,8 +32,8 @@ SMOLLM2_SHAPES = {"q/o": (576, 576), "k/v": (192, 576), "gate/up": (1536, 576), 
 LAYERS = 30
 
 
-def square_gemm(n, reps):
-    rows, base = cpu_gemm_vs_matmul(n, n, n, PAIRS, reps=reps)
+def square_gemm(n, reps, clock):
+    rows, base = cpu_gemm_vs_matmul(n, n, n, PAIRS, reps=reps, clock=clock)
     print(f"M=N=K={n}: fp32 torch.matmul {base * 1e3:.1f} ms (median of {reps})")
     print(f"{'bits':>6} {'kernel':>12} {'apq.gemm ms':>12} {'speedup':>8} {'target':>7}")
     missed = []
@@ -50,7 +54,7 @@ def quantized_weight(N, K, bits, group_size, gen):
     return planes, rowsum, torch.rand(N, G, generator=gen) * 0.01, torch.full((N, G), -(2**bits - 1) / 2)
 
 
-def smollm2_linears(reps, gen):
+def smollm2_linears(reps, gen, clock):
     variants = [(4, 0), (4, 64), (8, 0), (8, 64)]  # (w bits, group size), 8-bit activations
     rows = []
     print(f"\nSmolLM2-135M linears, apq.linear W?A8 vs fp32 x @ W.T ({LAYERS} layers: distinct weights per call)")
@@ -73,7 +77,7 @@ def smollm2_linears(reps, gen):
                 for (bits, gs), ws in quant.items():
                     fns[(bits, gs)] = cycle(lambda i, ws=ws, gs=gs: apq_torch.linear(x, *ws[i], K, gs, 8, "unsigned", None))
                 calls = layers * max(1, reps // layers) if layers > 1 else reps * (20 if M == 1 else 1)
-                med = interleaved_medians(fns, calls)
+                med = interleaved_medians(fns, calls, clock=clock)
                 base = med["fp32"]
                 cells = []
                 for (bits, gs) in variants:
@@ -92,16 +96,27 @@ def main():
     parser.add_argument("--size", type=int, default=2048, help="M = N = K of the square gemm")
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--kernel", default="auto", choices=["auto", "avx512", "vnni", "vnni-decode", "portable"])
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "cpu-gemm.json"))
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    parser.add_argument("--clock", default="wall", choices=["wall", "cpu"])
+    parser.add_argument("--out", default=None, help="JSON file (default: bench/results/cpu-gemm[-<N>threads][-cpu].json)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.clock == "cpu" and torch.get_num_threads() != 1:
+        parser.error("--clock cpu measures one thread: add --threads 1")
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
+    if args.out is None:
+        name = "cpu-gemm" + (f"-{args.threads}threads" if args.threads else "") + ("-cpu" if args.clock == "cpu" else "")
+        args.out = os.path.join(os.path.dirname(__file__), "results", name + ".json")
 
     kernel = apq_torch.cpu_kernel(args.kernel)
-    print(f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, CPU kernel {kernel}")
-    square, missed = square_gemm(args.size, args.reps)
-    linears = smollm2_linears(args.reps, torch.Generator().manual_seed(0))
+    print(f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, CPU kernel {kernel}, "
+          f"{args.clock} clock")
+    square, missed = square_gemm(args.size, args.reps, clock)
+    linears = smollm2_linears(args.reps, torch.Generator().manual_seed(0), clock)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump(dict(cpu=cpu_name(), threads=torch.get_num_threads(), torch=torch.__version__, kernel=kernel,
+        json.dump(dict(cpu=cpu_name(), threads=torch.get_num_threads(), torch=torch.__version__, kernel=kernel, clock=args.clock,
                        square_gemm=square, smollm2_linear=linears), f, indent=1)
     print(f"wrote {args.out}")
     return 1 if missed else 0

@@ -61,3 +61,14 @@ def test_linear_w4a8_g64(benchmark, device, tokens):
     w = packed_weight(N, K, 4, gs, device, gen)
     x = torch.randn(tokens, K, generator=gen).to(device)
     run(benchmark, device, lambda: apq_torch.linear(x, *w, K, gs, 8, "unsigned", None))
+
+
+# The int8 kernels (vnni for many rows, vnni-decode for a few) at SmolLM2's gate/up shape;
+# on a CPU without them the kernel map runs the popcount kernels and these time those.
+@pytest.mark.parametrize("tokens,w_bits,group_size", [(1, 4, 64), (1, 8, 0), (256, 4, 64), (256, 8, 0)])
+def test_linear_smollm2_gate_a8(benchmark, tokens, w_bits, group_size):
+    gen = torch.Generator().manual_seed(0)
+    N, K = 1536, 576
+    w = packed_weight(N, K, w_bits, group_size, "cpu", gen)
+    x = torch.randn(tokens, K, generator=gen)
+    benchmark(lambda: apq_torch.linear(x, *w, K, group_size, 8, "unsigned", None))
