@@ -110,6 +110,9 @@ def _(x, w_planes, w_rowsum, w_scale, w_offset, K, group_size, a_bits, a_format,
 
 
 def cpu_kernel(request: str = "") -> str:
-    """Name of the CPU popcount kernel in use; ``request`` ('auto', 'avx512', 'portable')
-    switches it. The default comes from the environment variable ``APQ_CPU_KERNEL``."""
+    """The CPU kernel setting: 'auto' (the kernel map picks per product) or a forced kernel,
+    'avx512' (AND-popcount), 'vnni' / 'vnni-decode' (int8 dot products) or 'portable';
+    ``request`` switches it. The default comes from the environment variable ``APQ_CPU_KERNEL``.
+    ``torch.ops.apq._cpu_kernel_choice(M, x_bits, w_bits, group_size)`` names the kernel a
+    product would run on."""
     return torch.ops.apq._cpu_kernel(request)
