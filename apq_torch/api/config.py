@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import ClassVar
 
-from .reference import FORMATS
+from ..ops.layout import check_bits, check_format, check_group_size
 
-GROUP_QUANTUM = 64  # the kernels' group granularity (one 64-bit CPU word)
+METHODS = ("rtn", "gptq")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class APQConfig:
     """Weights: ``w_bits`` in ``w_format``, one scale/offset per ``group_size`` columns
     (0: per output channel), round-to-nearest or with a per-group ``clip_search``.
     Activations: dynamic per-token ``a_bits`` in ``a_format`` (quantized in the kernel).
-    ``method="gptq"`` compensates rounding errors with calibration data (apq_torch.gptq).
+    ``method="gptq"`` compensates rounding errors with calibration data (apq_torch.quantization.gptq).
+
+    Keyword-only. ``VERSION`` is written with every saved config and checked on load: it
+    changes when a field's meaning or the packed format does.
     """
+
+    VERSION: ClassVar[int] = 1
 
     w_bits: int = 4
     a_bits: int = 8
@@ -26,33 +32,29 @@ class APQConfig:
     method: str = "rtn"  # "rtn" (round to nearest) or "gptq" (needs calibration data)
 
     def __post_init__(self):
-        for name in ("w_bits", "a_bits"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 8:
-                raise ValueError(f"APQConfig.{name} must be an int between 1 and 8, got {value!r}")
-        for name in ("w_format", "a_format"):
-            value = getattr(self, name)
-            if value not in FORMATS:
-                raise ValueError(f"APQConfig.{name} must be one of {FORMATS}, got {value!r}")
-        for name, bits in (("w_format", self.w_bits), ("a_format", self.a_bits)):
-            if getattr(self, name) == "signed" and bits < 2:
-                raise ValueError(f"APQConfig.{name}='signed' needs at least 2 bits; use 'bipolar' for 1 bit")
-        gs = self.group_size
-        if not isinstance(gs, int) or isinstance(gs, bool) or gs < 0 or gs % GROUP_QUANTUM:
-            raise ValueError(f"APQConfig.group_size must be 0 (per channel) or a positive multiple "
-                             f"of {GROUP_QUANTUM}, got {gs!r}")
-        if self.method not in ("rtn", "gptq"):
+        check_bits(self.w_bits, "APQConfig.w_bits")
+        check_bits(self.a_bits, "APQConfig.a_bits")
+        check_format(self.w_format, self.w_bits, "APQConfig.w_format")
+        check_format(self.a_format, self.a_bits, "APQConfig.a_format")
+        check_group_size(self.group_size, "APQConfig.group_size")
+        if self.method not in METHODS:
             raise ValueError(f"APQConfig.method must be 'rtn' or 'gptq', got {self.method!r}")
         if not isinstance(self.clip_search, bool):
             raise ValueError(f"APQConfig.clip_search must be a bool, got {self.clip_search!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields and the config version (what checkpoints store)."""
+        return {"version": self.VERSION, **asdict(self)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "APQConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
+        """Inverse of :meth:`to_dict`; refuses an unknown version or field."""
+        d = dict(d)
+        version = d.pop("version", None)
+        if version != cls.VERSION:
+            raise ValueError(f"APQConfig version {version!r} is not supported by this apq_torch "
+                             f"(it reads version {cls.VERSION})")
+        unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"APQConfig has no field(s) {sorted(unknown)}")
         return cls(**d)

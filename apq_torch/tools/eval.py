@@ -8,6 +8,15 @@ from typing import Optional
 import torch
 
 
+def module_device(model: torch.nn.Module) -> torch.device:
+    """Where the model's tensors live (its first parameter or buffer; the CPU if it has none)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
 @torch.no_grad()
 def perplexity(model, tokenizer, text: str, seq_len: int = 512, max_windows: Optional[int] = None,
                progress: bool = True, desc: str = "perplexity") -> float:
@@ -22,7 +31,7 @@ def perplexity(model, tokenizer, text: str, seq_len: int = 512, max_windows: Opt
         windows = min(windows, max_windows)
     if windows == 0:
         raise ValueError(f"text has {ids.numel()} tokens, fewer than seq_len={seq_len}")
-    device = next(model.parameters(), next(model.buffers())).device
+    device = module_device(model)
     nll, count = 0.0, 0
     for w in tqdm(range(windows), desc=desc, disable=not progress, leave=False):
         chunk = ids[w * seq_len:(w + 1) * seq_len].unsqueeze(0).to(device)

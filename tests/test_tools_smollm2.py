@@ -16,16 +16,14 @@ if MISSING and os.environ.get("APQ_REQUIRE_MODELS") != "1":
 def test_smollm2_w8a8_perplexity_within_3_percent():
     import copy
 
-    from apq_torch.api import quantize_
-    from apq_torch.config import APQConfig
-    from apq_torch.eval import perplexity
-    from apq_torch.models import calibration_and_eval_text, decoder_linear_filter, load_smollm2
-    from apq_torch.nn import APQLinear
+    from apq_torch import APQConfig, APQLinear, quantize_
+    from apq_torch.tools.eval import perplexity
+    from apq_torch.tools.models import calibration_and_eval_text, decoder_linear_filter, load_smollm2
 
     model, tok = load_smollm2()
     _, text = calibration_and_eval_text()
     base = perplexity(model, tok, text, seq_len=256, max_windows=2, progress=False)
-    q = quantize_(copy.deepcopy(model), APQConfig(8, 8, "bipolar", "unsigned", 128), decoder_linear_filter)
+    q = quantize_(copy.deepcopy(model), APQConfig(w_bits=8, a_bits=8, group_size=128), decoder_linear_filter)
     assert sum(isinstance(m, APQLinear) for m in q.modules()) == 30 * 7
     ppl = perplexity(q, tok, text, seq_len=256, max_windows=2, progress=False)
     assert 5 < base < 50, base  # a working language model on English text

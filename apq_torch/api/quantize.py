@@ -1,4 +1,5 @@
-"""quantize_(model, config): swap nn.Linear layers for APQLinear in place."""
+"""quantize_(model, config): swap nn.Linear layers for APQLinear in place; or in two steps,
+prepare(model, config) -> the user's own calibration forward passes -> convert(model)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,9 @@ from typing import Callable, Mapping, Optional, Union
 import torch
 from torch import nn
 
+from ..quantization import HessianRecorder, QuantizedWeight, collect_hessians, gptq_quantize
 from .config import APQConfig
-from .gptq import collect_hessians, gptq_quantize
-from .nn import APQLinear
-from .quant import QuantizedWeight
+from .linear import APQLinear
 
 Override = Union[APQConfig, Mapping, None]
 Overrides = Union[Mapping[str, Override], Callable[[str, nn.Module], Override], None]
@@ -61,8 +61,46 @@ def quantize_(model: nn.Module, config: APQConfig,
     named once in a warning.
 
     ``calibration`` feeds layers with ``method="gptq"``: an iterable of input-id tensors
-    [B, T] run through ``model`` once, or the dict of :func:`apq_torch.gptq.collect_hessians`.
+    [B, T] run through ``model`` once, or the dict of
+    :func:`apq_torch.quantization.collect_hessians`. To run your own calibration loop
+    instead, use :func:`prepare` and :func:`convert`.
     """
+    plan = _plan(model, config, filter_fn, overrides)
+    return _convert(model, plan, _hessians_for(model, plan, calibration))
+
+
+def prepare(model: nn.Module, config: APQConfig, filter_fn: Optional[Callable[[nn.Module, str], bool]] = None,
+            overrides: Overrides = None) -> nn.Module:
+    """First step of the two-step flow: plan the layers as :func:`quantize_` would and start
+    recording the input Hessians of the GPTQ ones. Run any forward passes (your calibration
+    data, any batch shapes), then call :func:`convert`. Returns ``model``."""
+    if hasattr(model, _PREPARED):
+        raise ValueError("model is already prepared; call apq_torch.convert(model) first")
+    plan = _plan(model, config, filter_fn, overrides)
+    recorder = HessianRecorder(model, [n for n, (_, cfg) in plan.items() if cfg.method == "gptq"])
+    setattr(model, _PREPARED, (plan, recorder))
+    return model
+
+
+def convert(model: nn.Module) -> nn.Module:
+    """Second step: quantize the layers :func:`prepare` planned, with the Hessians recorded
+    since; stops recording. Returns ``model``."""
+    if not hasattr(model, _PREPARED):
+        raise ValueError("model was not prepared: call apq_torch.prepare(model, config) first")
+    plan, recorder = getattr(model, _PREPARED)
+    recorder.remove()
+    delattr(model, _PREPARED)
+    missing = sorted(n for n, (_, cfg) in plan.items() if cfg.method == "gptq" and n not in recorder.hessians)
+    if missing:
+        raise ValueError(f"no calibration data reached {missing[:3]} between prepare and convert")
+    return _convert(model, plan, recorder.hessians)
+
+
+_PREPARED = "_apq_prepared"
+
+
+def _plan(model: nn.Module, config: APQConfig, filter_fn, overrides: Overrides) -> dict:
+    """{name: (nn.Linear, APQConfig)} of the layers to quantize; warns about the others."""
     if not isinstance(config, APQConfig):
         raise TypeError(f"config must be an APQConfig, got {type(config).__name__}")
     if overrides is not None and not (callable(overrides) or isinstance(overrides, Mapping)):
@@ -90,11 +128,14 @@ def quantize_(model: nn.Module, config: APQConfig,
             skipped.append(f"{name} ({reason})")
             continue
         plan[name] = (module, layer_config)
-    hessians = _hessians_for(model, plan, calibration)
+    if skipped:
+        warnings.warn(f"quantize_ left {len(skipped)} layer(s) unquantized: {', '.join(skipped)}", stacklevel=3)
+    return plan
+
+
+def _convert(model: nn.Module, plan: dict, hessians: dict) -> nn.Module:
     for name, module in _quantize_planned(plan, hessians).items():
         _set_module(model, name, module)
-    if skipped:
-        warnings.warn(f"quantize_ left {len(skipped)} layer(s) unquantized: {', '.join(skipped)}", stacklevel=2)
     return model
 
 

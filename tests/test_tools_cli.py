@@ -2,11 +2,11 @@
 
 import pytest
 
-from apq_torch.__main__ import main
+from apq_torch.tools.cli import main
 
 
 def test_demo_runs_and_reports_exactness(capsys):
-    assert main(["demo", "--size", "256", "--reps", "1"]) == 0
+    assert main(["demo", "--size", "256", "--reps", "1", "--windows", "1", "--calib-windows", "2"]) == 0
     out = capsys.readouterr().out
     assert out.count("bit-exact") == 4 and "MISMATCH" not in out
     assert "x fp32 matmul" in out

@@ -1,13 +1,16 @@
-"""Weight quantizers (RTN, clip search, GPTQ) and APQConfig validation."""
+"""Weight quantizers (RTN, clip search, GPTQ), layer-wise mixed precision, APQConfig validation."""
 
 import dataclasses
 
 import pytest
 import torch
 
-from apq_torch.config import APQConfig
-from apq_torch.gptq import gptq_quantize
-from apq_torch.quant import group_params, quantize_weight
+from apq_torch import APQConfig, quantize_
+from apq_torch.api.quantize import quantized_layers
+from apq_torch.quantization import (allocate_bits, cosine_importance, gptq_quantize, group_params,
+                                    mixed_precision_overrides, mixed_precision_plan, outlier_importance,
+                                    quantize_weight)
+from apq_torch.tools.models import decoder_linear_filter, tiny_llama
 
 FORMAT_BITS = [(f, b) for f in ("unsigned", "signed", "bipolar") for b in (1, 2, 3, 4, 8)
                if not (f == "signed" and b == 1)]
@@ -97,8 +100,60 @@ def test_config_validation_names_the_field(field, value, match):
 def test_config_signed_needs_two_bits_and_round_trips():
     with pytest.raises(ValueError, match="APQConfig.w_format='signed' needs at least 2 bits"):
         APQConfig(w_bits=1, w_format="signed")
-    c = APQConfig(3, 6, "signed", "bipolar", 0, True, "gptq")
+    c = APQConfig(w_bits=3, a_bits=6, w_format="signed", a_format="bipolar", group_size=0, clip_search=True,
+                  method="gptq")
     assert APQConfig.from_dict(c.to_dict()) == c
     assert dataclasses.replace(c, w_bits=2).w_bits == 2
     with pytest.raises(ValueError, match="no field"):
-        APQConfig.from_dict({"w_bit": 3})
+        APQConfig.from_dict({"version": APQConfig.VERSION, "w_bit": 3})
+    with pytest.raises(ValueError, match="version None is not supported"):
+        APQConfig.from_dict({"w_bits": 3})
+
+
+@pytest.mark.parametrize("group_size", [32, 100, -64])
+def test_weight_quantizers_share_the_kernels_group_rule(group_size, gen):
+    with pytest.raises(ValueError, match="group_size must be 0 .* multiple of 64"):
+        quantize_weight(torch.randn(4, 256, generator=gen), 4, "bipolar", group_size)
+    with pytest.raises(ValueError, match="group_size must be 0 .* multiple of 64"):
+        gptq_quantize(torch.randn(4, 256, generator=gen), torch.eye(256), 4, "bipolar", group_size)
+
+
+def test_allocate_bits_meets_budget_and_follows_importance():
+    importance = [0.1, 0.9, 0.5, 0.3]
+    sizes = [100, 100, 100, 100]
+    assert allocate_bits(importance, sizes, 2.5) == [2, 3, 3, 2]
+    assert allocate_bits(importance, sizes, 3.0) == [2, 4, 4, 2]
+    assert sum(b * s for b, s in zip(allocate_bits(importance, [10, 300, 50, 7], 3.3), [10, 300, 50, 7])) <= 3.3 * 367
+    with pytest.raises(ValueError, match="outside the bit choices"):
+        allocate_bits(importance, sizes, 5.0, choices=(2, 4))
+
+
+@torch.no_grad()
+def test_cosine_importance_is_one_minus_the_cosine_of_each_layers_input_and_output(gen):
+    pytest.importorskip("transformers")
+    model = tiny_llama(layers=4, hidden=64, intermediate=128, vocab=96)
+    ids = torch.randint(0, 96, (1, 32), generator=gen)
+    hidden = model(ids, output_hidden_states=True).hidden_states  # embeddings, then after each layer
+    # the last entry is after the final norm: the last layer's output is recomputed by the hook
+    want = [1 - torch.nn.functional.cosine_similarity(hidden[i], hidden[i + 1], dim=-1).mean().item()
+            for i in range(3)]
+    scores = cosine_importance(model, ids)
+    assert len(scores) == 4
+    assert scores[:3] == pytest.approx(want, rel=1e-5, abs=1e-6)
+    assert len(set(round(s, 6) for s in scores)) == 4  # the layers differ
+
+
+def test_mixed_precision_on_a_small_llama(gen):
+    pytest.importorskip("transformers")
+    model = tiny_llama(layers=4, hidden=64, intermediate=128, vocab=96)
+    ids = torch.randint(0, 96, (1, 32), generator=gen)
+    assert len(outlier_importance(list(model.model.layers))) == 4
+    plan = mixed_precision_plan(model, 3.0, ids)
+    assert plan.layer_names == [f"model.layers.{i}" for i in range(4)] and plan.average_bits <= 3.0
+    overrides = mixed_precision_overrides(model, 3.0, ids)
+    assert len(overrides) == 4 * 7
+    quantize_(model, APQConfig(w_bits=4, a_bits=8, group_size=64), overrides=overrides, filter_fn=decoder_linear_filter)
+    layers = quantized_layers(model)
+    for name, m in layers.items():
+        assert m.config.w_bits == plan.bits[int(name.split(".")[2])]
+    assert {m.config.w_bits for m in layers.values()} == {2, 4}

@@ -17,12 +17,14 @@ import operator
 from collections import defaultdict
 
 import torch
+
+from .. import ops  # noqa: F401  (loads torch.ops.apq)
 from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
 
 _LINEAR = torch.ops.apq.linear.default
 _QUANTIZE_PACK = torch.ops.apq.quantize_pack.default
 _QMATMUL = torch.ops.apq.qmatmul.default
-_LINEAR_ARGS = ("x", "w_planes", "w_rowsum", "w_scale", "w_offset", "K", "group_size", "a_bits", "a_format", "bias")
+_LINEAR_ARGS = tuple(a.name for a in _LINEAR._schema.arguments)
 
 
 def _linear_args(node: torch.fx.Node) -> dict:

@@ -7,60 +7,84 @@ while the codes keep the canonical group layout.
 
 from __future__ import annotations
 
+import weakref
 from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
 
-from .quant import QuantizedWeight, check_weight_format, group_params
+from .rtn import QuantizedWeight, check_weight_format, group_params
+
+
+class HessianRecorder:
+    """Accumulates H = sum over tokens of x x^T (fp32) of the input x of each named nn.Linear,
+    during whatever forward passes run while it is attached (:meth:`remove` detaches it).
+
+    Layers fed the very same tensor (q/k/v, gate/up) share one Hessian object, which lets
+    :func:`apq_torch.quantize_` solve them as one stacked GPTQ problem.
+    """
+
+    def __init__(self, model: nn.Module, names):
+        self.hessians: dict[str, Tensor] = {}
+        self._owner_of: dict[str, str] = {}  # layer -> the layer whose Hessian it shares
+        self._last_input: dict[int, tuple[str, weakref.ref]] = {}  # id(input) -> (first reader, tensor)
+        wanted = set(names)
+        self._handles = [module.register_forward_pre_hook(self._hook(name))
+                         for name, module in model.named_modules() if name in wanted]
+        missing = wanted - {n for n, _ in model.named_modules()}
+        if missing:
+            self.remove()
+            raise ValueError(f"no such layers to calibrate: {sorted(missing)[:5]}")
+
+    def _hook(self, name: str):
+        @torch.no_grad()
+        def hook(module, args):
+            inp = args[0]
+            seen = self._last_input.get(id(inp))
+            if seen is not None and seen[1]() is inp and seen[0] != name:
+                if name not in self.hessians:  # first time: share the reader's Hessian from now on
+                    self._owner_of[name] = seen[0]
+                    self.hessians[name] = self.hessians[seen[0]]
+                return
+            if len(self._last_input) > 4096:  # forget tensors that are gone
+                self._last_input = {k: v for k, v in self._last_input.items() if v[1]() is not None}
+            self._last_input[id(inp)] = (name, weakref.ref(inp))
+            if name in self._owner_of:  # its owner accumulates this input
+                return
+            x = inp.detach().reshape(-1, inp.shape[-1]).float()
+            if name not in self.hessians:
+                self.hessians[name] = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float32, device=x.device)
+            self.hessians[name].addmm_(x.T, x)
+        return hook
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
 
 
 @torch.no_grad()
 def collect_hessians(model: nn.Module, batches, filter_fn: Optional[Callable[[nn.Module, str], bool]] = None,
                      progress: bool = True) -> dict[str, Tensor]:
-    """H = sum over calibration tokens of x x^T (fp32) for the input x of every nn.Linear
-    accepted by ``filter_fn``; ``batches`` is an iterable of input-id tensors [B, T].
-    Layers fed the same tensor (q/k/v, gate/up) get the very same Hessian object, which
-    lets :func:`apq_torch.api.quantize_` solve them as one stacked GPTQ problem."""
+    """Hessians (:class:`HessianRecorder`) of every nn.Linear accepted by ``filter_fn(module,
+    name)``, from one forward pass per batch of ``batches`` (input-id tensors [B, T])."""
     from tqdm.auto import tqdm
 
-    hessians: dict[str, Tensor] = {}
-    shared: dict[str, str] = {}  # layer -> the layer whose Hessian it shares (same input tensor)
-    seen: dict[int, tuple[str, Tensor]] = {}  # id of an input tensor in this batch -> (layer, tensor)
-    handles = []
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and (filter_fn is None or filter_fn(module, name)):
-            def hook(mod, args, name=name):
-                inp = args[0]
-                owner = seen.get(id(inp))
-                if owner is not None and owner[1] is inp:
-                    if name not in hessians:
-                        shared[name] = owner[0]
-                        hessians[name] = hessians[owner[0]]
-                    return
-                seen[id(inp)] = (name, inp)
-                if name in shared:  # its owner accumulates (inputs are laid out the same every batch)
-                    return
-                x = inp.detach().reshape(-1, inp.shape[-1]).float()
-                if name not in hessians:
-                    hessians[name] = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float32, device=x.device)
-                hessians[name].addmm_(x.T, x)
-            handles.append(module.register_forward_pre_hook(hook))
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and (filter_fn is None or filter_fn(m, n))]
+    recorder = HessianRecorder(model, names)
     try:
         for ids in tqdm(list(batches), desc="calibration", disable=not progress, leave=False):
             model(ids)
-            seen.clear()
     finally:
-        for h in handles:
-            h.remove()
-    return hessians
+        recorder.remove()
+    return recorder.hessians
 
 
 @torch.no_grad()
 def gptq_quantize(w: Tensor, H: Tensor, bits: int, fmt: str, group_size: int, clip_search: bool = False,
                   damp: float = 0.01, block: int = 128, act_order: bool = True) -> QuantizedWeight:
     """GPTQ of w [N, K] given the input Hessian H [K, K]."""
-    check_weight_format(bits, fmt)
+    check_weight_format(bits, fmt, group_size)
     W = w.detach().double().clone()
     N, K = W.shape
     H = H.double().clone()

@@ -8,11 +8,13 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from . import ops
+from .. import ops
+from ..ops.layout import dequantize_codes, num_groups, padded_words
+from ..quantization import QuantizedWeight, gptq_quantize, quantize_weight
 from .config import APQConfig
-from .gptq import gptq_quantize
-from .quant import QuantizedWeight, quantize_weight
-from .reference import dequantize, num_groups, padded_words
+
+# Kept in fp32 whatever dtype the module is cast to: the kernels read fp32 scales and offsets.
+FP32_BUFFERS = ("w_scale", "w_offset")
 
 
 class APQLinear(nn.Module):
@@ -20,7 +22,8 @@ class APQLinear(nn.Module):
 
     Buffers: ``w_planes`` int32 [w_bits, out, ceil(in/256)*8], ``w_rowsum`` int32 [out, G],
     ``w_scale`` / ``w_offset`` fp32 [out, G] and ``bias`` (or None). Construct empty (for
-    loading a state dict) or with :meth:`from_float`.
+    loading a state dict) or with :meth:`from_float`. ``.to(dtype)`` / ``.half()`` cast the
+    bias (and so the activations the model feeds in) but keep the scales and offsets fp32.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
@@ -28,14 +31,18 @@ class APQLinear(nn.Module):
         super().__init__()
         config = config or APQConfig()
         self.in_features, self.out_features, self.config = in_features, out_features, config
+        for name, (shape, dtype) in self.buffer_specs(in_features, out_features, config).items():
+            self.register_buffer(name, torch.zeros(shape, dtype=dtype, device=device))
+        self.register_buffer("bias", torch.zeros(out_features, dtype=bias_dtype, device=device) if bias else None)
+
+    @staticmethod
+    def buffer_specs(in_features: int, out_features: int, config: APQConfig) -> dict:
+        """{name: (shape, dtype)} of the packed weight's buffers (the bias is the model's dtype)."""
         G = num_groups(in_features, config.group_size)
-        kw = dict(device=device)
-        self.register_buffer("w_planes", torch.zeros(config.w_bits, out_features, padded_words(in_features),
-                                                     dtype=torch.int32, **kw))
-        self.register_buffer("w_rowsum", torch.zeros(out_features, G, dtype=torch.int32, **kw))
-        self.register_buffer("w_scale", torch.zeros(out_features, G, dtype=torch.float32, **kw))
-        self.register_buffer("w_offset", torch.zeros(out_features, G, dtype=torch.float32, **kw))
-        self.register_buffer("bias", torch.zeros(out_features, dtype=bias_dtype, **kw) if bias else None)
+        return {"w_planes": ((config.w_bits, out_features, padded_words(in_features)), torch.int32),
+                "w_rowsum": ((out_features, G), torch.int32),
+                "w_scale": ((out_features, G), torch.float32),
+                "w_offset": ((out_features, G), torch.float32)}
 
     @classmethod
     def from_float(cls, linear: nn.Linear, config: APQConfig, hessian: Optional[Tensor] = None) -> "APQLinear":
@@ -66,14 +73,24 @@ class APQLinear(nn.Module):
             module.bias.copy_(linear.bias.detach())
         return module
 
+    def _apply(self, fn, recurse=True):
+        kept = {name: getattr(self, name) for name in FP32_BUFFERS}
+        super()._apply(fn, recurse)
+        for name, before in kept.items():
+            after = getattr(self, name)
+            if after.dtype != torch.float32:  # a dtype cast: redo it as a move only
+                setattr(self, name, before.to(device=after.device))
+        return self
+
     def forward(self, x: Tensor) -> Tensor:
         c = self.config
-        return torch.ops.apq.linear.default(x, self.w_planes, self.w_rowsum, self.w_scale, self.w_offset,
-                                            self.in_features, c.group_size, c.a_bits, c.a_format, self.bias)
+        return ops.linear(x, self.w_planes, self.w_rowsum, self.w_scale, self.w_offset, self.in_features,
+                          c.group_size, c.a_bits, c.a_format, self.bias)
 
     def dequantized_weight(self) -> Tensor:
         """fp32 [out, in]: the weight values the kernel multiplies with."""
-        return dequantize(self.w_planes, self.in_features, self.w_scale, self.w_offset, self.config.group_size).float()
+        codes = ops.unpack(self.w_planes, self.in_features)
+        return dequantize_codes(codes, self.w_scale, self.w_offset, self.config.group_size)
 
     @property
     def nbytes(self) -> int:

@@ -1,4 +1,4 @@
-"""Weight quantizers: round-to-nearest per output channel or per group along K, in the
+"""Round-to-nearest weight quantization per output channel or per group along K, in the
 three formats of DESIGN.md §1, with an optional per-group clipping search.
 
 A quantized weight is unsigned codes u plus, per group, a scale and an offset so that
@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .reference import FORMATS, format_offset
+from ..ops.layout import check_bits, check_format, check_group_size, dequantize_codes, format_offset
 
 _TINY = torch.finfo(torch.float32).tiny
 # Clipping ratios tried per group by the search (AWQ-style grid, extended for 2-bit grids).
@@ -36,19 +36,14 @@ class QuantizedWeight:
     group_size: int  # 0: one group per row
 
     def dequantize(self) -> Tensor:
-        N, K = self.codes.shape
-        span = K if self.group_size == 0 else self.group_size
-        g = torch.arange(K, device=self.codes.device) // span
-        return self.scale[:, g] * (self.codes.float() + self.offset[:, g])
+        """fp32 [N, K] values."""
+        return dequantize_codes(self.codes, self.scale, self.offset, self.group_size)
 
 
-def check_weight_format(bits: int, fmt: str) -> None:
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
-    if not 1 <= bits <= 8:
-        raise ValueError(f"bits must be between 1 and 8, got {bits}")
-    if fmt == "signed" and bits < 2:
-        raise ValueError("format 'signed' needs at least 2 bits; use 'bipolar' for 1 bit")
+def check_weight_format(bits: int, fmt: str, group_size: int) -> None:
+    check_bits(bits)
+    check_format(fmt, bits)
+    check_group_size(group_size)
 
 
 def _groups(w: Tensor, group_size: int) -> tuple[Tensor, Tensor]:
@@ -90,9 +85,7 @@ def group_params(w: Tensor, bits: int, fmt: str, group_size: int, clip_search: b
     """Scale and offset fp32 [N, G] of w [N, K]; with ``clip_search`` every group picks, from
     ``CLIP_RATIOS``, the clipping ratio minimizing its squared error, each column weighted by
     ``importance`` [K] when given (e.g. the mean squared activation of that input)."""
-    check_weight_format(bits, fmt)
-    if group_size < 0:
-        raise ValueError(f"group_size must be >= 0, got {group_size}")
+    check_weight_format(bits, fmt, group_size)
     wg, mask = _groups(w.detach().float(), group_size)
     scale, offset = _params(wg, bits, fmt, 1.0)
     if clip_search:

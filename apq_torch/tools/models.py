@@ -68,17 +68,20 @@ def decoder_linear_filter(module, name: str) -> bool:
 
 def load_quantized_smollm2(path: str):
     """(model, tokenizer): SmolLM2 with the quantized layers saved by save_quantized at ``path``."""
-    from .serialization import load_quantized
+    from ..api import load_quantized
 
     model, tokenizer = load_smollm2()
     return load_quantized(model, path), tokenizer
 
 
-def tiny_llama(seed: int = 0):
-    """A randomly initialised Llama-architecture model (no download): the synthetic stand-in."""
+def tiny_llama(seed: int = 0, layers: int = 4, hidden: int = 256, intermediate: int = 768, vocab: int = 512,
+               heads: int = 4, kv_heads: int = 2, tie_word_embeddings: bool = False):
+    """A randomly initialised Llama-architecture model (no download): the synthetic stand-in
+    for tests and benchmarks. The defaults are the benchmarks' size; tests pass smaller ones."""
     import transformers
 
     torch.manual_seed(seed)
-    cfg = transformers.LlamaConfig(vocab_size=512, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    cfg = transformers.LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate,
+                                   num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                                   max_position_embeddings=512, tie_word_embeddings=tie_word_embeddings)
     return transformers.LlamaForCausalLM(cfg).eval()

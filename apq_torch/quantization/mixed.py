@@ -12,14 +12,12 @@ Importance, per decoder layer:
 
 from __future__ import annotations
 
-import dataclasses
 import math
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
 from torch import nn
-
-from .config import APQConfig
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -98,24 +96,48 @@ def allocate_bits(importance: Sequence[float], sizes: Sequence[int], budget: flo
     return bits
 
 
-def mixed_precision_overrides(model: nn.Module, base: APQConfig, budget: float, input_ids: torch.Tensor,
-                              method: str = "cosine", choices: Optional[tuple[int, int]] = None,
-                              layers: Optional[Sequence[nn.Module]] = None) -> dict[str, APQConfig]:
-    """Per-layer configs for ``quantize_(model, base, overrides=...)``: every nn.Linear of
-    decoder layer l gets ``base`` with ``w_bits`` from :func:`allocate_bits`."""
+@dataclass
+class MixedPrecisionPlan:
+    """Bits per decoder layer: its importance, its linear weight count and its bits."""
+    layer_names: list[str]
+    importance: list[float]
+    sizes: list[int]
+    bits: list[int]
+
+    @property
+    def average_bits(self) -> float:
+        return sum(b * s for b, s in zip(self.bits, self.sizes)) / sum(self.sizes)
+
+
+def mixed_precision_plan(model: nn.Module, budget: float, input_ids: Optional[torch.Tensor] = None,
+                         method: str = "cosine", choices: Optional[tuple[int, int]] = None,
+                         layers: Optional[Sequence[nn.Module]] = None) -> MixedPrecisionPlan:
+    """Rank the decoder layers by ``method`` ("cosine" needs ``input_ids``, calibration
+    tokens [B, T]; "outliers" reads the weights) and allocate bits for ``budget``."""
     layers = list(layers if layers is not None else decoder_layers(model))
     if method == "cosine":
+        if input_ids is None:
+            raise ValueError("method='cosine' needs input_ids (calibration tokens)")
         importance = cosine_importance(model, input_ids, layers)
     elif method == "outliers":
         importance = outlier_importance(layers)
     else:
         raise ValueError(f"method must be 'cosine' or 'outliers', got {method!r}")
     sizes = [sum(m.weight.numel() for m in layer.modules() if isinstance(m, nn.Linear)) for layer in layers]
-    bits = allocate_bits(importance, sizes, budget, choices)
     names = {id(m): n for n, m in model.named_modules()}
+    return MixedPrecisionPlan([names[id(layer)] for layer in layers], importance, sizes,
+                              allocate_bits(importance, sizes, budget, choices))
+
+
+def mixed_precision_overrides(model: nn.Module, budget: float, input_ids: Optional[torch.Tensor] = None,
+                              method: str = "cosine", choices: Optional[tuple[int, int]] = None,
+                              layers: Optional[Sequence[nn.Module]] = None) -> dict[str, dict]:
+    """``quantize_(model, config, overrides=...)`` for :func:`mixed_precision_plan`: every
+    nn.Linear of a decoder layer gets that layer's ``w_bits``."""
+    plan = mixed_precision_plan(model, budget, input_ids, method, choices, layers)
     overrides = {}
-    for layer, b in zip(layers, bits):
-        for sub_name, m in layer.named_modules():
+    for name, b in zip(plan.layer_names, plan.bits):
+        for sub_name, m in model.get_submodule(name).named_modules():
             if isinstance(m, nn.Linear):
-                overrides[f"{names[id(layer)]}.{sub_name}"] = dataclasses.replace(base, w_bits=b)
+                overrides[f"{name}.{sub_name}"] = {"w_bits": b}
     return overrides
