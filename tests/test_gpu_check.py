@@ -21,6 +21,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools", "gpu"))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 gpu_check = importlib.import_module("gpu_check")
+results = importlib.import_module("results")
+runner = importlib.import_module("runner")
 variants = importlib.import_module("variants")
 
 
@@ -143,7 +145,7 @@ def alive(pid):
 def test_runner_keeps_going_after_failures_and_timeouts(tmp_path):
     ctx = context(tmp_path)
     marker = tmp_path / "grandchild.pid"
-    S = gpu_check.Step
+    S = runner.Step
     steps = [
         S("fails", py("import sys; print('boom'); sys.exit(3)"), 30, needs_build=False),
         # the timeout must end the step's children too
@@ -154,13 +156,14 @@ def test_runner_keeps_going_after_failures_and_timeouts(tmp_path):
         S("side-b", py("import time; time.sleep(1)"), 30, needs_build=False, parallel=True),
         S("build", py("import sys; sys.exit(1)"), 30, needs_build=False),
         S("needs-build", py("pass"), 30),
+        S("no-such-tool", ["/nonexistent/compute-sanitizer"], 30, needs_build=False),
         S("passes", py("print('fine')"), 30, needs_build=False),
     ]
     began = time.monotonic()
-    outcomes = gpu_check.Runner(ctx, budget=300, echo=lambda *_: None).run_all(steps)
+    outcomes = runner.Runner(ctx.stage, budget=300, echo=lambda *_: None).run_all(steps)
     status = {o.step.name: o.status for o in outcomes}
     assert status == {"fails": "failed", "hangs": "timeout", "side-a": "passed", "side-b": "passed",
-                      "build": "failed", "needs-build": "skipped", "passes": "passed"}
+                      "build": "failed", "needs-build": "skipped", "no-such-tool": "failed", "passes": "passed"}
     side = [o.wall_s for o in outcomes if o.step.name.startswith("side")]
     assert time.monotonic() - began < 20 and max(side) < 3  # the two side steps ran together
     time.sleep(0.5)
@@ -169,23 +172,23 @@ def test_runner_keeps_going_after_failures_and_timeouts(tmp_path):
 
 
 def test_budget_skips_what_no_longer_fits(tmp_path):
-    outcomes = gpu_check.Runner(context(tmp_path), budget=gpu_check.BUDGET_RESERVE + 5, echo=lambda *_: None) \
-        .run_all([gpu_check.Step("late", py("pass"), 30, needs_build=False)])
+    outcomes = runner.Runner(str(tmp_path), budget=runner.BUDGET_RESERVE + 5, echo=lambda *_: None) \
+        .run_all([runner.Step("late", py("pass"), 30, needs_build=False)])
     assert outcomes[0].status == "skipped" and "budget" in outcomes[0].note
 
 
 def test_bundle_returns_three_files_that_untar_in_place(tmp_path):
     ctx = context(tmp_path, 2)
     result = ctx.result("gemm-decode")
-    steps = [gpu_check.Step("writes", py(f"open({result!r}, 'w').write('{{}}')"), 30, needs_build=False,
-                            outputs=(result,)),
-             gpu_check.Step("fails", py("import sys; sys.exit(2)"), 30, needs_build=False)]
+    steps = [runner.Step("writes", py(f"open({result!r}, 'w').write('{{}}')"), 30, needs_build=False,
+                         outputs=(result,)),
+             runner.Step("fails", py("import sys; sys.exit(2)"), 30, needs_build=False)]
     os.makedirs(ctx.results_dir)
-    outcomes = gpu_check.Runner(ctx, 300, echo=lambda *_: None).run_all(steps)
-    rep = gpu_check.report(ctx, outcomes, time.monotonic())
+    outcomes = runner.Runner(os.path.join(ctx.stage, "logs"), 300, echo=lambda *_: None).run_all(steps)
+    rep = results.report(ctx, outcomes, time.monotonic())
     assert rep["failed"] == ["fails"]
     out = tmp_path / "OUT"
-    written = gpu_check.bundle(ctx, outcomes, rep, str(out))
+    written = results.bundle(ctx, outcomes, rep, str(out))
     assert sorted(os.listdir(out)) == ["log-part2.txt", "results-part2.tar.gz", "summary-part2.md"]
     assert len(written) <= 8 and all(os.path.getsize(p) < 16 << 20 for p in written)
     with tarfile.open(out / "results-part2.tar.gz") as tar:
@@ -214,13 +217,39 @@ def test_main_exit_status_and_files_without_a_gpu(tmp_path, carry, monkeypatch):
 
 def test_junit_and_sanitizer_summaries_are_read(tmp_path):
     xml = tmp_path / "j.xml"
-    xml.write_text('<testsuites><testsuite tests="10" failures="1" errors="0" skipped="3"/></testsuites>')
-    assert gpu_check.junit_counts(str(xml)) == dict(tests=10, failures=1, errors=0, skipped=3, passed=6)
+    xml.write_text('<testsuites><testsuite tests="10" failures="1" errors="0" skipped="3">'
+                   '<testcase classname="tests.test_x" name="test_a"><failure message="assert 1 == 2">'
+                   'trace</failure></testcase></testsuite></testsuites>')
+    assert results.junit(str(xml)) == dict(tests=10, failures=1, errors=0, skipped=3, passed=6,
+                                           failed_tests=["tests.test_x::test_a: assert 1 == 2"])
     log = tmp_path / "s.log"
     log.write_text("========= Invalid __global__ read\n========= ERROR SUMMARY: 2 errors\n")
-    assert gpu_check.sanitizer_errors(str(log)) == 2
+    assert results.sanitizer_errors(str(log)) == 2
     log.write_text("killed before the end\n")
-    assert gpu_check.sanitizer_errors(str(log)) is None
+    assert results.sanitizer_errors(str(log)) is None
+
+
+def test_summary_shows_headline_numbers_of_partial_results(tmp_path):
+    decode = tmp_path / "gpu-decode.json"
+    decode.write_text(json.dumps(dict(head={"eager": 1e-4}, results=[
+        dict(variant="W4A8 g128", mode="compile", layers=4, tokens_per_s=900.0, per_layer_s=2.5e-5,
+             tokens_per_s_32_layers=1100.0, prefill_cosine_vs_fp16=0.998, cudagraph_skips=0),
+        dict(variant="W2A8 g128", mode="apq-compile", error="RuntimeError: boom")])))
+    sweep = tmp_path / "gpu-gemm-decode.json"
+    sweep.write_text(json.dumps(dict(copy_gbs=3000, results=[
+        dict(M=1, N=4096, K=4096, w_bits=4, a_bits=8, group_size=128, errors={}, best="skinny,swap", best_s=2e-5,
+             vs_cublas_fp16=3.1, copy_fraction=0.7)])))
+    broken = tmp_path / "gpu-ceilings.json"
+    broken.write_text('{"probe": [{"probe": "mma')  # cut off by a timeout
+    rep = dict(part=2, gpu="gpu", arch="90a", python="3.12", wall_s=1, tests={}, failed=["decode"], steps=[
+        dict(name=n, status="passed", wall_s=1, note="", outputs=[str(p)])
+        for n, p in (("decode", decode), ("sweep", sweep), ("ceilings", broken), ("tests", tmp_path / "j.xml"))])
+    text = results.summary_markdown(rep)
+    assert "W4A8 g128 compile: 900 tok/s with 4 layers, 25 us/layer, 1100 tok/s at 32 layers" in text
+    assert "W2A8 g128 apq-compile: ERROR RuntimeError: boom" in text
+    assert "M=1 N=K=4096 W4A8 g128: best skinny,swap 20.0 us, 3.10x cuBLAS fp16, 70% of copy" in text
+    assert text.count("(no result file)") == 1 and "j.xml" not in text  # junit is counted, not digested
+    assert text.rstrip().endswith("FAILED: decode")
 
 
 # ---- the scripts' CPU paths -------------------------------------------------------------------------
@@ -229,8 +258,9 @@ def test_sanitize_workload_runs_its_calls_on_the_cpu(tmp_path):
     workload = importlib.import_module("sanitize_workload")
     report = tmp_path / "w.json"
     assert workload.main(["--device", "cpu", "--quick", "--variants", "baseline", "--json", str(report)]) == 0
-    counts = json.load(open(report))["counts"]
-    assert counts["ok"] > 20 and counts["mismatch"] == counts["error"] == 0
+    result = json.load(open(report))
+    assert result["shapes_done"] == result["shapes"] == 2
+    assert result["counts"]["ok"] > 20 and result["counts"]["mismatch"] == result["counts"]["error"] == 0
     full = workload.cases(quick=False)
     assert {(M, K) for M, K, _ in full} >= {(M, K) for M in workload.MS for K in workload.KS}
     check = workload.Checker("cpu")  # a wrong result is reported, not hidden

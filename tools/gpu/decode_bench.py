@@ -17,6 +17,7 @@ Checks recorded with the numbers: quantized vs fp16 logits (cosine), compiled vs
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -148,6 +149,7 @@ def layer_bytes(model: Decoder) -> int:
 
 
 def compiled(model, mode):
+    torch._dynamo.reset()  # each model compiles afresh: no recompile limit across variants
     options = {"triton.cudagraphs": True}  # = mode="reduce-overhead"; apq_torch.compile takes options
     if mode == "compile":
         return torch.compile(model, fullgraph=True, options=options)
@@ -158,22 +160,33 @@ def compiled(model, mode):
 def time_decode(step, token, start, steps, warmup):
     """Seconds per token of `steps` greedy decode steps from position `start` (after `warmup` steps
     there, which also compile and record the CUDA graph), and the first step's logits."""
-    positions = torch.arange(start, start + max(steps, warmup), device="cuda")
+    positions = torch.arange(start, start + max(steps, warmup), device=token.device)
     first = None
     for i in range(warmup):
         torch.compiler.cudagraph_mark_step_begin()
         logits = step(token, positions[i:i + 1])
         first = logits.float().clone() if first is None else first
-    torch.cuda.synchronize()
-    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    begin.record()
+    cuda = token.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+    began = time.perf_counter()
     for i in range(steps):
         torch.compiler.cudagraph_mark_step_begin()
         logits = step(token, positions[i:i + 1])
         token = logits[:, -1].argmax(-1, keepdim=True)
+    if not cuda:
+        return (time.perf_counter() - began) / steps, first
     end.record()
     end.synchronize()
     return begin.elapsed_time(end) / 1e3 / steps, first
+
+
+def cudagraph_skips() -> int:
+    from torch._dynamo.utils import counters
+
+    return counters["inductor"]["cudagraph_skips"]
 
 
 def cosine(a, b):
@@ -189,15 +202,18 @@ def main(argv=None):
     parser.add_argument("--modes", default="eager,compile,apq-compile")
     parser.add_argument("--group-size", type=int, default=128)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--tiny", action="store_true", help="hidden 128, on the CPU: a smoke test of this script")
     args = parser.parse_args(argv)
-    if not (torch.cuda.is_available() and apq_torch.cuda_built()):
+    device = "cpu" if args.tiny else "cuda"
+    if not args.tiny and not (torch.cuda.is_available() and apq_torch.cuda_built()):
         raise SystemExit("decode_bench.py needs a CUDA device and a CUDA build of apq_torch")
-    shape = Shape(layers=args.layers, max_seq=args.prompt + max(args.steps, args.warmup) + 1)
+    dims = dict(hidden=128, intermediate=192, heads=4, vocab=64) if args.tiny else {}
+    shape = Shape(layers=args.layers, max_seq=args.prompt + max(args.steps, args.warmup) + 1, **dims)
     modes = args.modes.split(",")
     variants = [("fp16", None)] + [(f"W{w}A8 g{args.group_size}",
                                     apq_torch.APQConfig(w_bits=w, a_bits=8, group_size=args.group_size))
                                    for w in (4, 2)]
-    gpu = torch.cuda.get_device_name()
+    gpu = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench", "results",
                                    gpu.lower().replace(" ", "-") + "-decode.json")
     report = dict(gpu=gpu, torch=torch.__version__, shape=asdict(shape), prompt=args.prompt, steps=args.steps,
@@ -208,51 +224,57 @@ def main(argv=None):
         with open(out, "w") as f:
             json.dump(report, f, indent=1)
 
-    gen = torch.Generator(device="cuda").manual_seed(1)
-    prompt = torch.randint(0, shape.vocab, (1, args.prompt), device="cuda", generator=gen)
-    token = torch.randint(0, shape.vocab, (1, 1), device="cuda", generator=gen)
+    gen = torch.Generator(device=device).manual_seed(1)
+    prompt = torch.randint(0, shape.vocab, (1, args.prompt), device=device, generator=gen)
+    token = torch.randint(0, shape.vocab, (1, 1), device=device, generator=gen)
+    dtype = torch.float32 if args.tiny else torch.float16
 
     # The part of a step that is not a layer (embedding, final norm, fp16 lm_head).
-    head = build(Shape(layers=0, max_seq=shape.max_seq), None, seed=0)
+    head = build(dataclasses.replace(shape, layers=0), None, seed=0, device=device, dtype=dtype)
     for mode in [m for m in modes if m != "apq-compile"]:
         step = head if mode == "eager" else compiled(head, mode)
         report["head"][mode] = time_decode(step, token, args.prompt, args.steps, args.warmup)[0]
     del head
     print("head (embedding + norm + lm_head) s/token:", report["head"], flush=True)
 
-    fp16_logits = None
-    for name, config in variants:
-        model = build(shape, config, seed=0)
+    # eager and compile for every variant first; apq-compile (lowest priority) last
+    jobs = [(name, config, [m for m in modes if m != "apq-compile"]) for name, config in variants]
+    jobs += [(name, config, ["apq-compile"]) for name, config in variants if config and "apq-compile" in modes]
+    fp16_logits, eager_first = None, {}
+    for name, config, job_modes in jobs:
+        model = build(shape, config, seed=0, device=device, dtype=dtype)
         with torch.no_grad():
-            prefill = model(prompt, torch.arange(args.prompt, device="cuda"))[:, -1].float()
+            prefill = model(prompt, torch.arange(args.prompt, device=device))[:, -1].float()
         fp16_logits = prefill if config is None else fp16_logits
-        eager_first = None
-        for mode in modes:
-            if mode == "apq-compile" and config is None:
-                continue
+        for mode in job_modes:
             row = dict(variant=name, mode=mode, layers=shape.layers, layer_weight_bytes=layer_bytes(model),
                        prefill_cosine_vs_fp16=cosine(prefill, fp16_logits))
             try:
                 began = time.perf_counter()
+                skips = cudagraph_skips()
                 step = model if mode == "eager" else compiled(model, mode)
                 seconds, first = time_decode(step, token, args.prompt, args.steps, args.warmup)
+                if mode != "eager":
+                    row["cudagraph_skips"] = cudagraph_skips() - skips  # > 0: ran without CUDA graphs
                 head_s = report["head"].get("eager" if mode == "eager" else "compile", 0.0)
                 per_layer = (seconds - head_s) / shape.layers
                 row.update(wall_s=time.perf_counter() - began, step_s=seconds, tokens_per_s=1 / seconds,
                            per_layer_s=per_layer, layer_weight_gbs=row["layer_weight_bytes"] / per_layer / 1e9,
                            tokens_per_s_32_layers=1 / (head_s + 32 * per_layer),
                            finite=bool(torch.isfinite(first).all()))
-                eager_first = first if mode == "eager" else eager_first
-                if eager_first is not None and mode != "eager":
-                    row["max_rel_diff_vs_eager"] = ((first - eager_first).abs().max()
-                                                    / eager_first.abs().max()).item()
+                if mode == "eager":
+                    eager_first[name] = first
+                elif name in eager_first:
+                    ref = eager_first[name]
+                    row["max_rel_diff_vs_eager"] = ((first - ref).abs().max() / ref.abs().max()).item()
             except Exception as e:  # noqa: BLE001 - one mode failing must not lose the others
                 row["error"] = f"{type(e).__name__}: {str(e)[:500]}"
             report["results"].append(row)
             save()
             print(json.dumps(row), flush=True)
         del model
-        torch.cuda.empty_cache()
+        if device == "cuda":
+            torch.cuda.empty_cache()
     print(f"{'variant':>12} {'mode':>12} {'tok/s':>8} {'ms/layer':>9} {'GB/s/layer':>10} {'tok/s@32':>9}")
     for r in report["results"]:
         if "error" in r:

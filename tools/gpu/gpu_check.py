@@ -34,13 +34,15 @@ import argparse
 import json
 import os
 import re
-import shlex
-import signal
 import subprocess
 import sys
 import tarfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from results import bundle, report, summary_markdown  # noqa: E402
+from runner import Runner, Step, describe  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -48,7 +50,6 @@ CARRY = os.path.join(ROOT, ".gpu-carry")
 CUTLASS_TARBALL = "cutlass-headers.tar.gz"
 DEVICE_TREE_LIMIT = 64 << 20  # the device tool's limit: working tree + carried paths
 SCRATCH = "/tmp/apq-gpu-check"  # outside the repo: unpacked headers
-BUDGET_RESERVE = 20  # seconds kept for bundling after the last step
 ASSUMED_ARCH = "90a"  # the lent machines' (H100 / H200) when no GPU can be asked
 SANITIZERS = ("memcheck", "racecheck", "synccheck")
 
@@ -57,17 +58,6 @@ ENV_REPORT = "; ".join([
     "grep -m1 'model name' /proc/cpuinfo", "grep -m1 -o avx512_vpopcntdq /proc/cpuinfo",
     "\"$PYTHON\" -c 'import sys, torch; print(sys.version, torch.__version__, torch.version.cuda)'",
 ])
-
-
-@dataclass
-class Step:
-    name: str
-    argv: list
-    timeout: float
-    env: dict = field(default_factory=dict)
-    needs_build: bool = True
-    parallel: bool = False  # runs beside the other parallel steps that follow it
-    outputs: tuple = ()  # files it writes (bundled)
 
 
 @dataclass
@@ -134,7 +124,7 @@ def pytest_argv(ctx: Context) -> list:
     if _importable("xdist"):
         argv += ["-n", "8"]
     if _importable("pytest_timeout"):
-        argv += ["--timeout", "300"]
+        argv += ["--timeout", "120"]  # per test: one hung kernel must not eat the whole step
     return argv
 
 
@@ -179,188 +169,6 @@ def _importable(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
-
-
-# ---- running ------------------------------------------------------------------------------------
-
-@dataclass
-class Outcome:
-    step: Step
-    status: str  # passed / failed / timeout / skipped
-    rc: int | None = None
-    wall_s: float = 0.0
-    log: str = ""
-    note: str = ""
-
-
-class Runner:
-    def __init__(self, ctx: Context, budget: float, echo=print):
-        self.ctx, self.deadline, self.echo = ctx, time.monotonic() + budget, echo
-        self.outcomes: list[Outcome] = []
-        os.makedirs(os.path.join(ctx.stage, "logs"), exist_ok=True)
-
-    def remaining(self) -> float:
-        return self.deadline - time.monotonic() - BUDGET_RESERVE
-
-    def run_all(self, steps: list) -> list:
-        i = 0
-        while i < len(steps):
-            batch = [steps[i]]
-            while steps[i].parallel and i + len(batch) < len(steps) and steps[i + len(batch)].parallel:
-                batch.append(steps[i + len(batch)])
-            self._run_batch(batch)
-            i += len(batch)
-        return self.outcomes
-
-    def _skip_reason(self, step: Step) -> str:
-        if step.needs_build and any(o.step.name == "build" and o.status != "passed" for o in self.outcomes):
-            return "the build failed"
-        if self.remaining() < 10:
-            return "no time left in the budget"
-        return ""
-
-    def _run_batch(self, batch: list):
-        running = []
-        for step in batch:
-            reason = self._skip_reason(step)
-            if reason:
-                self.outcomes.append(Outcome(step, "skipped", note=reason))
-                self.echo(f"[{step.name}] SKIPPED: {reason}")
-                continue
-            log = os.path.join(self.ctx.stage, "logs", f"{step.name}.log")
-            timeout = min(step.timeout, self.remaining())
-            self.echo(f"[{step.name}] START (timeout {timeout:.0f} s): {describe(step)}")
-            with open(log, "w") as f:
-                f.write(f"$ {describe(step)}\n")
-                f.flush()
-                proc = subprocess.Popen(step.argv, cwd=ROOT, env=dict(os.environ, **step.env), stdout=f,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-            running.append((step, proc, log, time.monotonic(), timeout))
-        while running:
-            time.sleep(0.2)
-            for item in list(running):
-                step, proc, log, began, timeout = item
-                elapsed = time.monotonic() - began
-                if proc.poll() is None and elapsed < timeout:
-                    continue
-                status = "timeout" if proc.poll() is None else ("passed" if proc.returncode == 0 else "failed")
-                if status == "timeout":
-                    stop(proc)
-                outcome = Outcome(step, status, proc.returncode, elapsed, log,
-                                  note=f"stopped after {timeout:.0f} s" if status == "timeout" else "")
-                self.outcomes.append(outcome)
-                running.remove(item)
-                self.echo(f"[{step.name}] {status.upper()} (exit {proc.returncode}) in {elapsed:.1f} s")
-                if status != "passed":
-                    self.echo(tail(log, 25))
-
-
-def stop(proc: subprocess.Popen):
-    """Ends a timed-out step and everything it started (its own process group)."""
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def describe(step: Step) -> str:
-    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in step.env.items() if k not in ("PYTHONUNBUFFERED",))
-    return ((env + " " if env else "") + shlex.join(step.argv)).replace(ROOT + os.sep, "")
-
-
-def tail(path: str, lines: int) -> str:
-    with open(path, errors="replace") as f:
-        return "".join(f.readlines()[-lines:])
-
-
-# ---- results ------------------------------------------------------------------------------------
-
-def junit_counts(path: str) -> dict:
-    import xml.etree.ElementTree as ET
-
-    if not os.path.exists(path):
-        return {}
-    counts = dict(tests=0, failures=0, errors=0, skipped=0)
-    root = ET.parse(path).getroot()
-    for suite in ([root] if root.tag == "testsuite" else root.iter("testsuite")):
-        for key in counts:
-            counts[key] += int(suite.get(key, 0))
-    counts["passed"] = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
-    return counts
-
-
-def sanitizer_errors(log: str):
-    """compute-sanitizer's 'ERROR SUMMARY: N errors' (None when it did not get that far)."""
-    if not log or not os.path.exists(log):
-        return None
-    found = re.findall(r"ERROR SUMMARY: (\d+) error", open(log, errors="replace").read())
-    return int(found[-1]) if found else None
-
-
-def report(ctx: Context, outcomes: list, started: float) -> dict:
-    steps = []
-    for o in outcomes:
-        row = dict(name=o.step.name, status=o.status, exit=o.rc, wall_s=round(o.wall_s, 1),
-                   timeout_s=o.step.timeout, command=describe(o.step), note=o.note)
-        if o.step.name in SANITIZERS:
-            row["sanitizer_errors"] = sanitizer_errors(o.log)
-        steps.append(row)
-    tests = junit_counts(os.path.join(ctx.stage, "junit-tests.xml"))
-    return dict(part=ctx.part, gpu=ctx.gpu, arch=ctx.arch, python=sys.version.split()[0],
-                wall_s=round(time.monotonic() - started, 1), tests=tests, steps=steps,
-                failed=[s["name"] for s in steps if s["status"] != "passed"])
-
-
-def summary_markdown(rep: dict) -> str:
-    lines = [f"# gpu-check part {rep['part']} on {rep['gpu']} (sm_{rep['arch']}), {rep['wall_s']:.0f} s", "",
-             "| step | status | wall s | note |", "|---|---|---:|---|"]
-    for s in rep["steps"]:
-        note = s["note"]
-        if s.get("sanitizer_errors") is not None:
-            note = f"{s['sanitizer_errors']} sanitizer errors " + note
-        lines.append(f"| {s['name']} | {s['status']} | {s['wall_s']} | {note.strip()} |")
-    if rep["tests"]:
-        t = rep["tests"]
-        lines += ["", f"tests: {t['passed']} passed, {t['failures']} failed, {t['errors']} errors, "
-                      f"{t['skipped']} skipped"]
-    lines += ["", "FAILED: " + ", ".join(rep["failed"]) if rep["failed"] else "all steps passed"]
-    return "\n".join(lines) + "\n"
-
-
-def bundle(ctx: Context, outcomes: list, rep: dict, out_dir: str | None) -> list:
-    """Writes the summary, the part's JSON and (with out_dir) the 3 files that come back."""
-    os.makedirs(ctx.results_dir, exist_ok=True)
-    part_json = ctx.result(f"check-part{ctx.part}")
-    with open(part_json, "w") as f:
-        json.dump(rep, f, indent=1)
-    summary = summary_markdown(rep)
-    with open(os.path.join(ctx.stage, "summary.md"), "w") as f:
-        f.write(summary)
-    if not out_dir:
-        return [part_json, os.path.join(ctx.stage, "summary.md")]
-    os.makedirs(out_dir, exist_ok=True)
-    written = [os.path.join(out_dir, f"summary-part{ctx.part}.md"), os.path.join(out_dir, f"log-part{ctx.part}.txt"),
-               os.path.join(out_dir, f"results-part{ctx.part}.tar.gz")]
-    with open(written[0], "w") as f:
-        f.write(summary)
-    with open(written[1], "w") as log:
-        for o in outcomes:
-            log.write(f"\n===== {o.step.name}: {o.status} ({o.wall_s:.1f} s) {o.note}\n")
-            if o.log:
-                with open(o.log, errors="replace") as f:
-                    log.write(f.read()[-(2 << 20):])  # the tarball keeps whole logs
-    with tarfile.open(written[2], "w:gz") as tar:
-        files = [part_json] + [p for o in outcomes for p in o.step.outputs] + [o.log for o in outcomes]
-        for path in dict.fromkeys(files):
-            if path and os.path.exists(path):
-                tar.add(path, arcname=ctx.arcname(path))
-    return written
 
 
 # ---- carry folder ---------------------------------------------------------------------------------
@@ -454,7 +262,7 @@ def main(argv=None) -> int:
         if unknown:
             parser.error(f"--only names no step of part {args.part}: {sorted(unknown)}")
         steps = [s for s in steps if s.name in wanted]
-    outcomes = Runner(ctx, args.budget).run_all(steps)
+    outcomes = Runner(os.path.join(ctx.stage, "logs"), args.budget).run_all(steps)
     rep = report(ctx, outcomes, started)
     written = bundle(ctx, outcomes, rep, os.environ.get("OUT"))
     print(summary_markdown(rep))

@@ -155,17 +155,18 @@ def main(argv=None):
     capability = kernel_variants.capability() if cuda else max(v.min_capability for v in chosen)
     gen = torch.Generator().manual_seed(0)
     check = Checker(args.device)
-    for M, K, (a_bits, w_bits) in cases(args.quick):
+    shapes = cases(args.quick)
+    for done, (M, K, (a_bits, w_bits)) in enumerate(shapes, 1):
         check_pack_kernels(check, M, K, a_bits, w_bits, gen)
         check_gemm_kernels(check, M, K, a_bits, w_bits, chosen, capability, gen)
-    summary = dict(counts=check.counts, failures=check.failures, variants=[v.name for v in chosen],
-                   capability=capability)
+        if args.json:  # after every shape: a run stopped at its timeout still tells how far it got
+            with open(args.json, "w") as f:
+                json.dump(dict(counts=check.counts, failures=check.failures, shapes_done=done,
+                               shapes=len(shapes), variants=[v.name for v in chosen], capability=capability),
+                          f, indent=1)
     print("SUMMARY", json.dumps(check.counts), flush=True)
     for line in check.failures:
         print("FAILED", line)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=1)
     return 0 if not check.failures else 1
 
 
