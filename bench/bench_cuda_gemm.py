@@ -35,6 +35,7 @@ SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008)]  # (N, K)
 MS = [1, 16, 256, 2048]
 BIT_PAIRS = [(1, 1), (2, 2), (2, 8), (4, 4), (4, 8), (8, 8)]  # (w_bits, a_bits)
 GROUP_SIZES = [0, 64, 128]
+AGREEMENT = 1e-2  # fp16 outputs of two variants: same integers, float epilogues in another order
 
 
 class Timer:
@@ -98,13 +99,24 @@ def bench_point(timer, M, N, K, w_bits, a_bits, group_size, chosen, capability, 
     xq = apq_torch.quantize_pack(x, a_bits, "unsigned", group_size)
     w = (w_planes, w_rowsum, w_scale, w_offset)
     weight_bytes = sum(t.numel() * t.element_size() for t in w)
-    times, errors = {}, {}
+    times, errors, first = {}, {}, None
+
+    def run():
+        return apq_torch.qmatmul(*xq, *w, K, group_size, None, torch.float16)
+
     for variant in chosen:
         if not variant.supports(group_size, capability):
             continue
         with kernel_variants.forced(variant):
             try:
-                times[variant.name] = timer(lambda: apq_torch.qmatmul(*xq, *w, K, group_size, None, torch.float16))
+                # a fast wrong kernel must not become "best": every variant must agree with the first
+                y = run().float()
+                first = first or (variant.name, y)
+                diff = ((y - first[1]).abs().max() / first[1].abs().max().clamp(min=1e-30)).item()
+                if not diff <= AGREEMENT:
+                    errors[variant.name] = f"differs from {first[0]} by {diff:.1e} (relative to max |y|)"
+                    continue
+                times[variant.name] = timer(run)
             except RuntimeError as e:
                 errors[variant.name] = str(e).splitlines()[0]
     row = dict(M=M, N=N, K=K, w_bits=w_bits, a_bits=a_bits, group_size=group_size,

@@ -313,3 +313,30 @@ def test_tensor_core_probe_compiles_for_sm90a_with_the_intended_instructions(tmp
     listing = subprocess.run([ceilings.find_tool("cuobjdump"), "--list-elf", str(tmp_path / "tc_ceiling")],
                              capture_output=True, text=True, check=True).stdout
     assert "sm_90a" in listing
+
+
+def test_decode_bench_main_writes_every_variant(tmp_path):
+    decode = importlib.import_module("decode_bench")
+    out = tmp_path / "decode.json"
+    assert decode.main(["--tiny", "--layers", "1", "--prompt", "4", "--steps", "2", "--warmup", "1",
+                        "--modes", "eager", "--out", str(out)]) == 0
+    rows = json.load(open(out))["results"]
+    assert [(r["variant"], r["mode"]) for r in rows] == [("fp16", "eager"), ("W4A8 g128", "eager"),
+                                                        ("W2A8 g128", "eager")]
+    assert all(r["finite"] and r["tokens_per_s"] > 0 for r in rows)
+
+
+def test_gemm_sweep_refuses_to_time_a_variant_that_disagrees(monkeypatch):
+    bench = importlib.import_module("bench_cuda_gemm")
+    real = apq_torch.qmatmul
+
+    def broken_on_baseline(*args):
+        y = real(*args)
+        return y * 2 if os.environ.get("APQ_GEMM_PATH") == "baseline" else y
+
+    monkeypatch.setattr(apq_torch, "qmatmul", broken_on_baseline)
+    base = dict(cublas_fp16_s=2e-3, int_mm_s=1e-3, int_mm_rows=32)
+    row = bench.bench_point(lambda fn: (fn(), 1e-3)[1], 5, 33, 256, 2, 8, 0, variants.select("all"), 90, 1e12,
+                            base, device="cpu")
+    assert "baseline" not in row["times_s"] and "differs from auto" in row["errors"]["baseline"]
+    assert len(row["times_s"]) == 5
