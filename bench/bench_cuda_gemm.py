@@ -1,7 +1,7 @@
 """CUDA bit-plane GEMM sweep (issue 3), for a lent GPU. Every ratio is against baselines
 timed in the same run: cuBLAS fp16 (torch.matmul), int8 torch._int_mm, and the kernel map's
 own choice ("auto"); bandwidth against a device-to-device copy. Each kernel variant of
-tools/gpu/variants.py (the forced fused tiles, the CUTLASS b1 baseline, ...) is timed at every
+tools/gpu/kernel_variants.py (the forced fused tiles, the CUTLASS b1 baseline, ...) is timed at every
 point it supports, per channel and with weight groups of 64 and 128.
 
     python bench/bench_cuda_gemm.py [--quick] [--reps 20] [--out bench/results/<gpu>-gemm.json]
@@ -29,7 +29,7 @@ import torch
 import apq_torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "gpu"))
-import variants as kernel_variants  # noqa: E402
+import kernel_variants  # noqa: E402
 
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008)]  # (N, K)
 MS = [1, 16, 256, 2048]
@@ -145,7 +145,7 @@ def main():
     parser.add_argument("--ms", help="M list, e.g. 1,16,2048")
     parser.add_argument("--bits", help="w_bits/a_bits list, e.g. 1/1,4/8")
     parser.add_argument("--group-sizes", help="e.g. 0,64,128")
-    parser.add_argument("--variants", default="all", help="space-separated names from tools/gpu/variants.py, or all")
+    parser.add_argument("--variants", default="all", help="space-separated names from tools/gpu/kernel_variants.py, or all")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if not (torch.cuda.is_available() and apq_torch.cuda_built()):

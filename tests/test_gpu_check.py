@@ -21,9 +21,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools", "gpu"))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 gpu_check = importlib.import_module("gpu_check")
-results = importlib.import_module("results")
-runner = importlib.import_module("runner")
-variants = importlib.import_module("variants")
+results = importlib.import_module("check_report")
+runner = importlib.import_module("step_runner")
+variants = importlib.import_module("kernel_variants")
 
 
 def fake_cutlass(tmp_path):

@@ -41,8 +41,8 @@ import time
 from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from results import bundle, report, summary_markdown  # noqa: E402
-from runner import Runner, Step, describe  # noqa: E402
+from check_report import bundle, report, summary_markdown  # noqa: E402
+from step_runner import Runner, Step, describe  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -201,9 +201,13 @@ def folder_bytes(path: str) -> int:
 
 
 def tree_bytes() -> int:
-    """Bytes of what the device tool sends besides carried paths: tracked and untracked-not-ignored files."""
-    listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                             capture_output=True, text=True, check=True).stdout
+    """Bytes of what the device tool sends besides carried paths: tracked and untracked-not-ignored
+    files (0 where git cannot tell, e.g. in the device's copy, which has no .git)."""
+    try:
+        listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                                 capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return 0
     paths = [os.path.join(ROOT, p) for p in listing.split("\0") if p]
     return sum(os.path.getsize(p) for p in paths if os.path.isfile(p))
 

@@ -2,7 +2,7 @@
 racecheck, synccheck; gpu_check.py runs it once under each tool).
 
 Pack kernels (pack, unpack, quantize_pack) once per shape; then every GEMM variant of
-variants.py on gemm (exact int32), qmatmul (each group size the variant takes) and linear.
+kernel_variants.py on gemm (exact int32), qmatmul (each group size the variant takes) and linear.
 Each result is compared with the CPU ops computed once beforehand: gemm must be equal, the
 float ops within TOLERANCE of max |y|. A line per call, flushed before it runs, so that a
 sanitizer report lands under the call that caused it. Exit status 1 on any mismatch or error.
@@ -26,7 +26,7 @@ import torch
 import apq_torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import variants as kernel_variants  # noqa: E402
+import kernel_variants  # noqa: E402
 
 MS = (1, 17, 129)
 KS = (1, 255, 257, 4097)

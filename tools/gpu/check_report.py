@@ -13,7 +13,7 @@ import tarfile
 import time
 import xml.etree.ElementTree as ET
 
-from runner import describe
+from step_runner import describe
 
 LOG_TAIL_BYTES = 2 << 20  # per step in the combined log; the tarball keeps whole logs
 
