@@ -51,8 +51,8 @@ def context(tmp_path, part=1):
 
 def test_variant_selection_and_group_support():
     assert variants.select(None) == variants.VARIANTS
-    assert variants.select("all") == (variants.AUTO,) + variants.VARIANTS
-    assert [v.name for v in variants.select("auto large,swap")] == ["auto", "large,swap"]
+    assert variants.select("all") == (variants.TABLE,) + variants.VARIANTS
+    assert [v.name for v in variants.select("table large,swap")] == ["table", "large,swap"]
     with pytest.raises(SystemExit, match="unknown kernel variant 'huge'"):
         variants.select("huge")
     baseline = next(v for v in variants.VARIANTS if v.name == "baseline")
@@ -276,7 +276,7 @@ def test_gemm_sweep_point_on_the_cpu():
     base = dict(cublas_fp16_s=2e-3, int_mm_s=1e-3, int_mm_rows=32)
     row = bench.bench_point(lambda fn: (fn(), 1e-3)[1], 3, 40, 300, 4, 8, 128, variants.select("all"), 90,
                             1e12, base, device="cpu")
-    assert set(row["times_s"]) == {"auto", "large,noswap", "large,swap", "skinny,noswap", "skinny,swap", "baseline"}
+    assert set(row["times_s"]) == {"table", "large,noswap", "large,swap", "skinny,noswap", "skinny,swap", "baseline"}
     assert row["vs_cublas_fp16"] == pytest.approx(2.0) and not row["errors"]
     row = bench.bench_point(lambda fn: (fn(), 1e-3)[1], 3, 40, 300, 4, 8, 64, variants.select(None), 90,
                             1e12, base, device="cpu")
@@ -338,5 +338,5 @@ def test_gemm_sweep_refuses_to_time_a_variant_that_disagrees(monkeypatch):
     base = dict(cublas_fp16_s=2e-3, int_mm_s=1e-3, int_mm_rows=32)
     row = bench.bench_point(lambda fn: (fn(), 1e-3)[1], 5, 33, 256, 2, 8, 0, variants.select("all"), 90, 1e12,
                             base, device="cpu")
-    assert "baseline" not in row["times_s"] and "differs from auto" in row["errors"]["baseline"]
+    assert "baseline" not in row["times_s"] and "differs from table" in row["errors"]["baseline"]
     assert len(row["times_s"]) == 5

@@ -30,20 +30,20 @@ VARIANTS = (
     Variant("skinny,swap", {"APQ_GEMM_KERNEL": "skinny,swap"}),
     Variant("baseline", {"APQ_GEMM_PATH": "baseline"}, group_quantum=128),  # CUTLASS b1 GEMM + recovery
 )
-AUTO = Variant("auto")  # no forcing: the shipped kernel map's choice
+TABLE = Variant("table")  # no forcing: the kernel map's choice
 
 # Every environment variable a variant sets: cleared before each variant so none leaks into the next.
 FORCING_VARS = sorted({name for v in VARIANTS for name in v.env})
 
 
 def select(names: str | None) -> tuple[Variant, ...]:
-    """Variants named space-separated ('auto large,swap baseline'); 'all' adds `AUTO` to the
+    """Variants named space-separated ('table large,swap baseline'); 'all' adds `TABLE` to the
     forced ones, None means the forced ones alone."""
-    known = {v.name: v for v in (AUTO,) + VARIANTS}
+    known = {v.name: v for v in (TABLE,) + VARIANTS}
     if names is None:
         return VARIANTS
     if names == "all":
-        return (AUTO,) + VARIANTS
+        return (TABLE,) + VARIANTS
     chosen = []
     for name in names.split():
         if name not in known:

@@ -7,7 +7,7 @@ Each result is compared with the CPU ops computed once beforehand: gemm must be 
 float ops within TOLERANCE of max |y|. A line per call, flushed before it runs, so that a
 sanitizer report lands under the call that caused it. Exit status 1 on any mismatch or error.
 
-    python3 tools/gpu/sanitize_workload.py [--quick] [--variants 'auto baseline'] [--json out.json]
+    python3 tools/gpu/sanitize_workload.py [--quick] [--variants 'table baseline'] [--json out.json]
 
 (--device cpu runs the same calls on the CPU against themselves: a smoke test of this script.)
 """
