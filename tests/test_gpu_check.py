@@ -177,11 +177,12 @@ def test_budget_skips_what_no_longer_fits(tmp_path):
     assert outcomes[0].status == "skipped" and "budget" in outcomes[0].note
 
 
-def test_bundle_returns_three_files_that_untar_in_place(tmp_path):
+def test_bundle_returns_few_files_that_untar_in_place(tmp_path):
     ctx = context(tmp_path, 2)
     result = ctx.result("gemm-decode")
-    steps = [runner.Step("writes", py(f"open({result!r}, 'w').write('{{}}')"), 30, needs_build=False,
-                         outputs=(result,)),
+    junit = os.path.join(ctx.stage, "junit-tests.xml")
+    steps = [runner.Step("writes", py(f"open({result!r}, 'w').write('{{}}'); open({junit!r}, 'w').write('<x/>')"),
+                         30, needs_build=False, outputs=(result, junit)),
              runner.Step("fails", py("import sys; sys.exit(2)"), 30, needs_build=False)]
     os.makedirs(ctx.results_dir)
     outcomes = runner.Runner(os.path.join(ctx.stage, "logs"), 300, echo=lambda *_: None).run_all(steps)
@@ -189,12 +190,12 @@ def test_bundle_returns_three_files_that_untar_in_place(tmp_path):
     assert rep["failed"] == ["fails"]
     out = tmp_path / "OUT"
     written = results.bundle(ctx, outcomes, rep, str(out))
-    assert sorted(os.listdir(out)) == ["log-part2.txt", "results-part2.tar.gz", "summary-part2.md"]
+    assert sorted(os.listdir(out)) == ["junit-part2.xml", "log-part2.txt", "results-part2.tar.gz", "summary-part2.md"]
     assert len(written) <= 8 and all(os.path.getsize(p) < 16 << 20 for p in written)
     with tarfile.open(out / "results-part2.tar.gz") as tar:
         names = set(tar.getnames())
     assert {"bench/results/test-gpu-gemm-decode.json", "bench/results/test-gpu-check-part2.json",
-            "build/gpu-check/part2/logs/fails.log"} <= names
+            "build/gpu-check/part2/logs/fails.log", "build/gpu-check/part2/junit-tests.xml"} <= names
     summary = (out / "summary-part2.md").read_text()
     assert "FAILED: fails" in summary and "| writes | passed |" in summary
     assert "===== fails: failed" in (out / "log-part2.txt").read_text()

@@ -1,13 +1,14 @@
 """What a gpu_check part leaves behind: its JSON report (steps, test counts and failures,
 sanitizer errors), a markdown summary with the headline numbers of each result file, and the
-bundle the device tool brings back from $OUT: 3 files (the summary, the combined log, and a
-tarball to untar at the repo root)."""
+bundle the device tool brings back from $OUT: the summary, the combined log, a tarball to untar
+at the repo root, and the junit xml of the test suite where there is one."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import sys
 import tarfile
 import time
@@ -160,7 +161,7 @@ def summary_markdown(rep: dict) -> str:
 
 
 def bundle(ctx, outcomes: list, rep: dict, out_dir: str | None) -> list:
-    """Writes the part's JSON and summary; with out_dir, the 3 files that come back from there."""
+    """Writes the part's JSON and summary; with out_dir, the (at most 4) files that come back from there."""
     os.makedirs(ctx.results_dir, exist_ok=True)
     part_json = ctx.result(f"check-part{ctx.part}")
     with open(part_json, "w") as f:
@@ -186,4 +187,8 @@ def bundle(ctx, outcomes: list, rep: dict, out_dir: str | None) -> list:
         for path in dict.fromkeys(files):
             if path and os.path.exists(path):
                 tar.add(path, arcname=ctx.arcname(path))
+    junit_xml = os.path.join(ctx.stage, "junit-tests.xml")
+    if os.path.exists(junit_xml):  # also on its own, readable without untarring
+        written.append(os.path.join(out_dir, f"junit-part{ctx.part}.xml"))
+        shutil.copyfile(junit_xml, written[-1])
     return written

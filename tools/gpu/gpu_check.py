@@ -23,9 +23,10 @@ benchmark (tools/gpu/decode_bench.py); the GEMM sweep at prefill sizes.
 Each step has a timeout, and all of them share one budget (--budget, 540 s): a step that fails
 or times out does not stop the others (steps that need the build are skipped when it failed).
 Results land in bench/results/<gpu>-*.json and build/gpu-check/part<N>/; with $OUT set (the
-device tool) they are bundled as $OUT/summary-part<N>.md, $OUT/log-part<N>.txt and
-$OUT/results-part<N>.tar.gz (untar it at the repo root). Exit status 1 when any step failed;
-the summary says which.
+device tool) they are bundled as $OUT/summary-part<N>.md, $OUT/log-part<N>.txt,
+$OUT/results-part<N>.tar.gz (untar it at the repo root) and, in part 1, $OUT/junit-part1.xml.
+The summary is also printed last. Exit status 1 when any step failed;
+the summary says which. One step again on a still-warm machine: --part 1 --only racecheck.
 """
 
 from __future__ import annotations
