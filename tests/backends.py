@@ -3,15 +3,34 @@ fixtures and by the hypothesis tests, which cannot take function-scoped fixtures
 
 import contextlib
 import os
+import sys
 from dataclasses import dataclass
 
 import pytest
 
 import apq_torch
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "gpu"))
+import kernel_variants  # noqa: E402  (tools/gpu: the one list of CUDA GEMM variants)
+
 CPU_KERNELS = ["avx512", "portable"]
-# "table": the kernel map's choice; the rest forced with APQ_GEMM_KERNEL / APQ_GEMM_PATH.
-CUDA_GEMM_VARIANTS = ["table", "large,noswap", "large,swap", "skinny,noswap", "skinny,swap", "baseline"]
+# "table": the kernel map's choice; the rest forced as kernel_variants.py says.
+CUDA_GEMM_VARIANTS = [v.name for v in kernel_variants.select("all")]
+
+
+def cuda_variant_skip_reason(kernel: str, group_size: int):
+    """Why a CUDA GEMM variant cannot take this call (None if it can), e.g. the CUTLASS
+    baseline's 128-element group granularity or a kernel for a newer GPU."""
+    variant = next((v for v in kernel_variants.select("all") if v.name == kernel), None)
+    if variant is None:
+        return None
+    if group_size % variant.group_quantum:
+        return f"{kernel} takes group sizes in multiples of {variant.group_quantum}"
+    import torch
+
+    if torch.cuda.is_available() and kernel_variants.capability() < variant.min_capability:
+        return f"{kernel} needs compute capability {variant.min_capability / 10:.1f}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -41,12 +60,8 @@ def selected(device: str, kernel: str):
         finally:
             apq_torch.cpu_kernel("auto")
         return
-    env = {"baseline": ("APQ_GEMM_PATH", "baseline")}.get(kernel)
-    if env is None and kernel not in ("table", "default"):
-        env = ("APQ_GEMM_KERNEL", kernel)
-    with pytest.MonkeyPatch.context() as mp:
-        if env:
-            mp.setenv(*env)
+    variant = kernel_variants.TABLE if kernel == "default" else kernel_variants.select(kernel)[0]
+    with kernel_variants.forced(variant):
         yield Backend(device, kernel)
 
 

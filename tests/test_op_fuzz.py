@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import apq_torch
 from apq_torch import reference as ref
 from apq_torch.ops.layout import FORMATS, GROUP_QUANTUM
-from backends import GEMM_BACKENDS, OP_BACKENDS, selected
+from backends import GEMM_BACKENDS, OP_BACKENDS, cuda_variant_skip_reason, selected
 from helpers import Fp64Product, assert_within, exact_product, qmatmul_error_bound, random_weight
 
 # K values on every boundary the kernels care about: 32-bit words, 64-bit CPU words,
@@ -102,8 +102,8 @@ def qmatmul_case(draw):
 def test_fuzz_qmatmul_within_bound(where, case):
     device, kernel = where
     c = case
-    if kernel == "baseline" and c["group_size"] % 128:
-        return  # the CUTLASS baseline refuses these group sizes (test_op_errors.py / the GPU tests)
+    if device == "cuda" and cuda_variant_skip_reason(kernel, c["group_size"]):
+        return  # refused by that kernel (tests/test_op_qmatmul.py checks the refusal is named)
     gen = torch.Generator().manual_seed(c["seed"])
     with selected(device, kernel) as b:
         w = random_weight(c["N"], c["K"], c["bw"], c["w_fmt"], c["group_size"], gen)
@@ -195,7 +195,7 @@ def linear_case(draw):
 def test_fuzz_linear_is_quantize_pack_then_qmatmul(where, case):
     device, kernel = where
     c = copy.deepcopy(case)
-    if kernel == "baseline" and c["group_size"] % 128:
+    if device == "cuda" and cuda_variant_skip_reason(kernel, c["group_size"]):
         return
     gen = torch.Generator().manual_seed(c["seed"])
     dtype = c["out_dtype"]

@@ -8,6 +8,7 @@ import torch
 
 import apq_torch
 from apq_torch import reference as ref
+from backends import cuda_variant_skip_reason
 from helpers import (FLOAT_DTYPES, FORMATS, Fp64Product, assert_within, poison_allocator, qmatmul_error_bound,
                      random_activation, random_weight)
 
@@ -21,8 +22,9 @@ OUTPUTS = [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16), (to
 
 
 def skip_unsupported(backend, group_size):
-    if backend.kernel == "baseline" and group_size % 128:
-        pytest.skip("the CUTLASS baseline takes 16-byte aligned K-slices (group_size % 128 == 0)")
+    reason = backend.device == "cuda" and cuda_variant_skip_reason(backend.kernel, group_size)
+    if reason:
+        pytest.skip(reason)
 
 
 def check_qmatmul(backend, M, N, K, bx, bw, x_fmt, w_fmt, group_size, outputs, gen):
