@@ -1,8 +1,8 @@
 """Property-based fuzzing (hypothesis) of every op on every device and kernel, against the
 reference: random shapes from 1 up, K across word / 256-bit step / group / exact-window
 boundaries, all 64 bit pairs, every format, group size, output and bias dtype, and
-non-contiguous or offset inputs. Integers compared with ==, floats within the arithmetic's
-bound (helpers.qmatmul_error_bound).
+non-contiguous or offset inputs; and the CUDA kernels' own source under the CPU emulator.
+Integers compared with ==, floats within the arithmetic's bound (helpers.qmatmul_error_bound).
 
 Budget: the "ci" profile (tests/conftest.py) runs a fixed, derandomized number of examples
 per test and backend; HYPOTHESIS_PROFILE=long runs many more, random ones."""
@@ -11,13 +11,13 @@ import copy
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import apq_torch
 from apq_torch import reference as ref
 from apq_torch.ops.layout import FORMATS, GROUP_QUANTUM
-from backends import GEMM_BACKENDS, OP_BACKENDS, cuda_variant_skip_reason, selected
+from backends import GEMM_BACKENDS, OP_BACKENDS, cuda_variant_skip_reason, kernel_variants, selected
 from helpers import Fp64Product, assert_within, exact_product, qmatmul_error_bound, random_weight
 
 # K values on every boundary the kernels care about: 32-bit words, 64-bit CPU words,
@@ -211,3 +211,53 @@ def test_fuzz_linear_is_quantize_pack_then_qmatmul(where, case):
         xq = apq_torch.quantize_pack(x.reshape(-1, c["K"]).contiguous(), c["bx"], c["x_fmt"], c["group_size"])
         composite = apq_torch.qmatmul(*xq, *w, c["K"], c["group_size"], bias, dtype)
         assert torch.equal(y.reshape(-1, c["N"]), composite)
+
+
+# ---- the CUDA kernels' own source, emulated on the CPU (tests/emulator) ----
+
+emulated = pytest.importorskip("emulated_kernel")
+EMULATED_VARIANTS = [v.name for v in kernel_variants.VARIANTS if v.name != "baseline"]  # its device code is CUTLASS's
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory):
+    if emulated.cuda_include_dirs() is None:
+        pytest.skip("no CUDA toolkit headers to build the emulator")
+    return emulated.build(str(tmp_path_factory.mktemp("emulator")))
+
+
+@st.composite
+def small_gemm_case(draw):
+    """Shapes the emulator runs in well under a second: ragged, several blocks, few threads' work."""
+    K, bx, bw = draw(st.one_of(st.sampled_from([1, 255, 256, 257, 511, 513, 1025]), st.integers(1, 1200))), \
+        draw(bits), draw(bits)
+    M, N = draw(st.integers(1, 40)), draw(st.integers(1, 40))
+    return M, N, K, bx, bw, draw(codes(M, K, bx)), draw(codes(N, K, bw))
+
+
+@pytest.mark.parametrize("variant", EMULATED_VARIANTS)
+@settings(max_examples=min(settings().max_examples, 20))
+@given(case=small_gemm_case())
+def test_fuzz_emulated_cuda_gemm_is_exact(emulator, variant, case):
+    M, N, K, bx, bw, ux, uw = case
+    out = torch.full((M, N), -0x2A2A2A2A, dtype=torch.int32)
+    emulated.run(emulator, variant, apq_torch.pack(ux, bx)[0], apq_torch.pack(uw, bw)[0], K, out)
+    assert torch.equal(out, exact_product(ux, uw))
+
+
+@pytest.mark.parametrize("variant", EMULATED_VARIANTS)
+@settings(max_examples=min(settings().max_examples, 20))
+@given(case=qmatmul_case())
+def test_fuzz_emulated_cuda_qmatmul_within_bound(emulator, variant, case):
+    c = case
+    M, N, K = min(c["M"], 24), min(c["N"], 24), min(c["K"], 1500)
+    gen = torch.Generator().manual_seed(c["seed"])
+    w = random_weight(N, K, c["bw"], c["w_fmt"], c["group_size"], gen)
+    xq = apq_torch.quantize_pack(torch.randn(M, K, generator=gen) * c["x_scale"], c["bx"], c["x_fmt"], c["group_size"])
+    bias = None if c["bias_dtype"] is None else torch.randn(N, generator=gen).to(c["bias_dtype"])
+    if bias is not None and bias.dtype == torch.float64:
+        bias = bias.float()  # gemm_cuda.cpp converts a float64 bias before the launch
+    out = torch.full((M, N), float("nan"), dtype=c["out_dtype"])
+    emulated.run(emulator, variant, xq[0], w[0], K, out, xq[1:], w[1:], c["group_size"], bias)
+    want = Fp64Product(xq, w, K, c["group_size"], bias)
+    assert_within(out, want.y, qmatmul_error_bound(want, c["out_dtype"], "cuda"), str(c))
