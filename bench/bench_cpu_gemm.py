@@ -24,7 +24,7 @@ import time
 import torch
 
 import apq_torch
-from apq_torch.benchmark import cpu_gemm_vs_matmul, cpu_name, interleaved_medians
+from apq_torch.tools.benchmark import cpu_gemm_vs_matmul, cpu_name, interleaved_medians
 
 TARGETS = {"W1A1": 20.0, "W2A2": 6.0, "W4A8": 2.0, "W8A8": 2.0}  # issue 14, ratios to fp32 matmul
 PAIRS = [(1, 1), (2, 2), (4, 4), (8, 4), (8, 8)]  # (x bits, w bits)

@@ -1,6 +1,7 @@
-"""Builds tests/emulator (the fused CUDA kernel's source compiled for the CPU, with the
-three sm_80 instructions emulated) and calls it through ctypes like gemm_cuda.cpp would:
-same operand orientation (swap-AB), same metadata strides, same output strides."""
+"""Builds tests/emulator (the CUDA kernels' source and the torch-free host code of
+csrc/cuda/gemm_plan.cpp compiled for the CPU, with the sm_80 instructions emulated) and calls
+it through ctypes with what gemm_cuda.cpp receives: pointers, shapes, K, group size and the
+kernel variant. Orientation (swap-AB), parameters and grid are the production host code's."""
 
 import ctypes
 import os
@@ -10,8 +11,14 @@ import subprocess
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TILES = {"large": 0, "skinny": 1}
 ELEM_TYPES = {torch.int32: 0, torch.float32: 1, torch.float16: 2, torch.bfloat16: 3}  # cuda::ElemType
+# DeviceLimits: arch, SMs, shared memory per block (opt-in), max grid x/y/z
+A100 = (80, 108, 166912, 2**31 - 1, 65535, 65535)
+H100 = (90, 132, 232448, 2**31 - 1, 65535, 65535)
+
+
+class Refused(Exception):
+    """The host plan refused the call; the message says why."""
 
 
 def cuda_include_dirs():
@@ -46,12 +53,14 @@ def build(out_dir):
            "-I", cutlass_include_dir()]
     for d in cuda:
         cmd += ["-isystem", d]
-    cmd += [os.path.join(ROOT, "tests", "emulator", "emulate_gemm.cpp"), "-o", lib]
+    cmd += [os.path.join(ROOT, "tests", "emulator", "emulate_gemm.cpp"),
+            os.path.join(ROOT, "csrc", "cuda", "gemm_plan.cpp"), "-o", lib]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     handle = ctypes.CDLL(lib)
-    handle.apq_emulate_bitplane_gemm.restype = ctypes.c_int
-    handle.apq_emulate_bitplane_gemm.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int64),
-                                                 ctypes.POINTER(ctypes.c_void_p)]
+    handle.apq_emulate_gemm.restype = ctypes.c_int
+    handle.apq_emulate_gemm.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_int64),
+                                        ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_int64),
+                                        ctypes.c_char_p, ctypes.c_int]
     return handle
 
 
@@ -59,24 +68,20 @@ def _ptr(t):
     return ctypes.c_void_p(t.data_ptr()) if t is not None else ctypes.c_void_p(0)
 
 
-def run(lib, tile, swap, x_planes, w_planes, K, out,
-        x_meta=(None, None, None), w_meta=(None, None, None), group_size=0, bias=None):
-    """x_meta = (rowsum [M,G], scale [M], offset [M]); w_meta = (rowsum [N,G], scale/offset [N,G]).
-    Exact int32 sums when `out` is int32, the affine epilogue otherwise."""
-    N = w_planes.shape[1]
-    G = 1 if group_size == 0 else -(-K // group_size)
-    x_side = dict(planes=x_planes, meta=x_meta, strides=(1, 0))
-    w_side = dict(planes=w_planes, meta=w_meta, strides=(G, 1))
-    a, b = (w_side, x_side) if swap else (x_side, w_side)
-    out_strides = (1, N) if swap else (N, 1)
-    ints, ptrs = [], []
-    for side in (a, b):
-        ints += [side["planes"].shape[1], side["planes"].shape[0], *side["strides"]]
-        ptrs += [_ptr(side["planes"])] + [_ptr(t) for t in side["meta"]]
-    ints += [x_planes.shape[2], K, group_size, G, int(out.dtype == torch.int32), ELEM_TYPES[out.dtype],
-             *out_strides, ELEM_TYPES[torch.float32 if bias is None else bias.dtype], int(swap)]
-    ptrs += [_ptr(out), _ptr(bias)]
-    rc = lib.apq_emulate_bitplane_gemm(TILES[tile], (ctypes.c_int64 * len(ints))(*ints),
-                                       (ctypes.c_void_p * len(ptrs))(*ptrs))
-    assert rc == 0
-    return out
+def run(lib, variant, x_planes, w_planes, K, out, x_meta=(None, None, None), w_meta=(None, None, None),
+        group_size=0, bias=None, device=A100):
+    """apq::gemm (out int32) or apq::qmatmul (out float) through the emulated CUDA path.
+    x_meta = (rowsum [M,G], scale [M], offset [M]); w_meta = (rowsum, scale, offset) [N,G].
+    Raises Refused when the host plan says the variant cannot run the call; returns True
+    when the CUTLASS baseline ("baseline") would run it (its device code is not emulated)."""
+    ints = [x_planes.shape[1], w_planes.shape[1], K, x_planes.shape[0], w_planes.shape[0], group_size,
+            ELEM_TYPES[out.dtype], ELEM_TYPES[torch.float32 if bias is None else bias.dtype]]
+    ptrs = [_ptr(x_planes), _ptr(w_planes), *[_ptr(t) for t in x_meta], *[_ptr(t) for t in w_meta],
+            _ptr(bias), _ptr(out)]
+    error = ctypes.create_string_buffer(1024)
+    rc = lib.apq_emulate_gemm(variant.encode(), (ctypes.c_int64 * len(ints))(*ints),
+                              (ctypes.c_void_p * len(ptrs))(*ptrs), (ctypes.c_int64 * 6)(*device), error, 1024)
+    if rc == 2:
+        raise Refused(error.value.decode())
+    assert rc in (0, 3), error.value.decode()
+    return rc == 3

@@ -1,5 +1,5 @@
-"""The CPU kernels beyond the shared gemm/qmatmul/pack tests (which run on every kernel through
-the `cpu_kernel` fixture): the int8 kernels' exact windows over long K, group sizes across
+"""The CPU kernels beyond the shared op tests (which run on every kernel in backends.py's
+CPU_KERNELS): the int8 kernels' exact windows over long K, group sizes across
 window boundaries, ragged blocks of 32 channels, linear's fused quantization into each
 kernel's layout, and the kernel map's choices."""
 
@@ -8,13 +8,9 @@ import torch
 
 import apq_torch
 from apq_torch import reference as ref
-from helpers import poison_allocator, random_codes, random_weight
+from helpers import exact_product, poison_allocator, random_codes, random_weight
 
 INT8_KERNELS = ["vnni", "vnni-decode"]
-
-
-def exact_product(ux, uw):
-    return (ux.to(torch.int64) @ uw.to(torch.int64).T).to(torch.int32)
 
 
 def use_kernel(name):
@@ -61,6 +57,18 @@ def test_qmatmul_long_k_beyond_int32(int8_kernel):
         y = apq_torch.qmatmul(*xq, *w, K, group_size, None, torch.float32)
         want = fp64_product(xq, w, K, group_size)
         torch.testing.assert_close(y.double(), want, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("int8_kernel", INT8_KERNELS, indirect=True)
+def test_qmatmul_affine_terms_cancel_exactly(int8_kernel, gen):
+    """8x8-bit codes, offsets -127.5, nearly constant x: terms of ~1e8 cancel to a small result."""
+    K = 4096
+    wp, wr = apq_torch.pack(torch.randint(0, 256, (3, K), generator=gen), 8)
+    w = (wp, wr, torch.full((3, 1), 1e-3), torch.full((3, 1), -127.5))
+    xq = apq_torch.quantize_pack(torch.full((2, K), 5.0) + torch.randn(2, K, generator=gen) * 1e-2, 8, "unsigned")
+    y = apq_torch.qmatmul(*xq, *w, K, 0, None, torch.float32)
+    want = fp64_product(xq, w, K, 0)
+    torch.testing.assert_close(y.double(), want, rtol=1e-6, atol=1e-6 * want.abs().max().item())
 
 
 @pytest.mark.parametrize("int8_kernel", INT8_KERNELS, indirect=True)

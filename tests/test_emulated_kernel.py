@@ -1,9 +1,10 @@
-"""The fused CUDA kernel's own source (csrc/cuda/bitplane_gemm_kernel.cuh), run on the CPU
-by tests/emulator: every thread of every block, with ldmatrix from the PTX definition and
-the b1 MMA from CuTe's fragment layouts. It checks the kernel's addressing, plane stacking,
-K-windows, shift-add recovery, epilogue and swap-AB bit for bit without a GPU. It cannot see
-timing hazards of the cp.async pipeline (copies complete at once here); tests/test_cuda_gemm.py
-covers those on a device."""
+"""The fused CUDA kernel's own source (csrc/cuda/bitplane_gemm_kernel.cuh) and the host code
+that launches it (csrc/cuda/gemm_plan.cpp), run on the CPU by tests/emulator: every thread
+of every block, with ldmatrix from the PTX definition and the b1 MMA from CuTe's fragment
+layouts. It checks the kernel's addressing, plane stacking, K-windows, shift-add recovery,
+epilogue, swap-AB and grid bit for bit without a GPU. It cannot see timing hazards of the
+cp.async pipeline (copies complete at once here); tests/test_cuda_gemm.py covers those on a
+device."""
 
 import itertools
 
@@ -14,7 +15,7 @@ import apq_torch
 import emulated_kernel as emu
 from helpers import POISON, random_activation, random_codes, random_weight
 
-VARIANTS = [("large", False), ("large", True), ("skinny", False), ("skinny", True)]
+VARIANTS = ["large,noswap", "large,swap", "skinny,noswap", "skinny,swap"]
 
 pytestmark = pytest.mark.skipif(emu.cuda_include_dirs() is None, reason="no CUDA toolkit headers")
 
@@ -24,34 +25,33 @@ def lib(tmp_path_factory):
     return emu.build(str(tmp_path_factory.mktemp("emulator")))
 
 
-def exact_case(lib, M, N, K, bx, bw, tile, swap, gen):
+def exact_case(lib, M, N, K, bx, bw, variant, gen):
     xp = apq_torch.pack(random_codes(M, K, bx, gen), bx)[0]
     wp = apq_torch.pack(random_codes(N, K, bw, gen), bw)[0]
     out = torch.full((M, N), POISON, dtype=torch.int32)
-    emu.run(lib, tile, swap, xp, wp, K, out)
-    assert torch.equal(out, apq_torch.gemm(xp, wp, K)), (M, N, K, bx, bw, tile, swap)
+    emu.run(lib, variant, xp, wp, K, out)
+    assert torch.equal(out, apq_torch.gemm(xp, wp, K)), (M, N, K, bx, bw, variant)
 
 
 def test_gemm_all_64_bit_pairs(lib, gen):
     for i, (bx, bw) in enumerate(itertools.product(range(1, 9), repeat=2)):
-        tile, swap = VARIANTS[i % 4]
-        exact_case(lib, 9, 13, 300, bx, bw, tile, swap, gen)
+        exact_case(lib, 9, 13, 300, bx, bw, VARIANTS[i % len(VARIANTS)], gen)
 
 
-@pytest.mark.parametrize("tile,swap", VARIANTS)
-def test_gemm_many_blocks_and_pipeline_wraparound(lib, tile, swap, gen):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gemm_many_blocks_and_pipeline_wraparound(lib, variant, gen):
     # several blocks along both sides, ragged edges, more k-tiles than stages, 3-bit stacking
-    exact_case(lib, 37, 29, 4000, 3, 5, tile, swap, gen)
-    exact_case(lib, 1, 1, 1, 1, 1, tile, swap, gen)
-    exact_case(lib, 2, 70, 513, 8, 1, tile, swap, gen)
+    exact_case(lib, 37, 29, 4000, 3, 5, variant, gen)
+    exact_case(lib, 1, 1, 1, 1, 1, variant, gen)
+    exact_case(lib, 2, 70, 513, 8, 1, variant, gen)
 
 
-def qmatmul_case(lib, M, N, K, bx, bw, x_fmt, w_fmt, group_size, out_dtype, bias_dtype, tile, swap, gen):
+def qmatmul_case(lib, M, N, K, bx, bw, x_fmt, w_fmt, group_size, out_dtype, bias_dtype, variant, gen):
     w = random_weight(N, K, bw, w_fmt, group_size, gen)
     xp, xs, xsc, xo = apq_torch.quantize_pack(random_activation(M, K, torch.float32, gen), bx, x_fmt, group_size)
     bias = None if bias_dtype is None else torch.randn(N, generator=gen).to(bias_dtype)
     out = torch.full((M, N), float("nan"), dtype=out_dtype)
-    emu.run(lib, tile, swap, xp, w[0], K, out, (xs, xsc, xo), (w[1], w[2], w[3]), group_size, bias)
+    emu.run(lib, variant, xp, w[0], K, out, (xs, xsc, xo), (w[1], w[2], w[3]), group_size, bias)
     want = apq_torch.qmatmul(xp, xs, xsc, xo, *w, K, group_size, bias, out_dtype)
     scale = want.double().abs().max().item() + 1
     tol = {torch.float32: 2e-6, torch.float16: 1e-3, torch.bfloat16: 8e-3}[out_dtype]
@@ -63,12 +63,11 @@ def test_qmatmul_groups_formats_dtypes(lib, group_size, gen):
     fmts = ["unsigned", "signed", "bipolar"]
     dtypes = [torch.float32, torch.float16, torch.bfloat16]
     for i, (x_fmt, w_fmt) in enumerate(itertools.product(fmts, fmts)):
-        tile, swap = VARIANTS[i % 4]
         qmatmul_case(lib, 5, 7, 1000, 4, 3, x_fmt, w_fmt, group_size, dtypes[i % 3],
-                     [None, torch.float32, torch.float16, torch.bfloat16][i % 4], tile, swap, gen)
+                     [None, torch.float32, torch.float16, torch.bfloat16][i % 4], VARIANTS[i % len(VARIANTS)], gen)
 
 
-@pytest.mark.parametrize("tile,swap", [("skinny", True), ("large", False)])
-def test_qmatmul_long_K_splits_into_exact_windows(lib, tile, swap, gen):
+@pytest.mark.parametrize("variant", ["skinny,swap", "large,noswap"])
+def test_qmatmul_long_K_splits_into_exact_windows(lib, variant, gen):
     # K > 32768 at 8x8 bits: one int32 window would overflow; two windows must not.
-    qmatmul_case(lib, 3, 5, 40000, 8, 8, "unsigned", "unsigned", 0, torch.float32, torch.float32, tile, swap, gen)
+    qmatmul_case(lib, 3, 5, 40000, 8, 8, "unsigned", "unsigned", 0, torch.float32, torch.float32, variant, gen)

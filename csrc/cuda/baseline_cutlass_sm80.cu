@@ -4,8 +4,8 @@
 // plane pair's popcounts P[j*M + m][i*N + n] to an int32 workspace; then a recovery kernel
 // shift-adds them and applies the epilogue. It exists to be beaten by the fused kernel
 // (bench/bench_cuda_gemm.py) and is selected with APQ_GEMM_PATH=baseline.
-#include "bitplane_gemm.h"
 #include "epilogue.cuh"
+#include "gemm_plan.h"
 
 #include <c10/cuda/CUDAException.h>
 #include <c10/util/Exception.h>
@@ -22,17 +22,17 @@ using BaselineGemm = cutlass::gemm::device::Gemm<
     cutlass::gemm::GemmShape<128, 256, 1024>, cutlass::gemm::GemmShape<64, 64, 1024>,
     cutlass::gemm::GemmShape<16, 8, 256>, cutlass::epilogue::thread::LinearCombination<int32_t, 4, int32_t, int32_t>,
     cutlass::gemm::threadblock::GemmIdentityThreadblockSwizzle<>, 3, 128, 128, false, cutlass::arch::OpAndPopc>;
-constexpr int64_t kAlignmentBits = 128;
 
 // One thread per output: U = sum_{j,i} P[j*M + m][i*N + n] << (i + j), then the epilogue.
-// K-groups accumulate into `accumulator` (fp32 [M, N]) and write on the last window.
-__global__ void recover_kernel(const BitplaneGemmParams p, const int32_t* __restrict__ partial,
+// P's rows are `ld` int32 apart. K-groups accumulate into `accumulator` (fp32 [M, N]) and
+// write on the last window.
+__global__ void recover_kernel(const BitplaneGemmParams p, const int32_t* __restrict__ partial, int64_t ld,
                                float* __restrict__ accumulator, int64_t group, bool closes_group, bool first,
                                bool last, int64_t group_len) {
   const int64_t M = p.a.rows, N = p.b.rows;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= M * N) return;
-  const int64_t m = idx / N, n = idx % N, ld = p.b.bits * N;
+  const int64_t m = idx / N, n = idx % N;
   int32_t U = 0;
   for (int j = 0; j < p.a.bits; ++j)
     for (int i = 0; i < p.b.bits; ++i) U += partial[(j * M + m) * ld + i * N + n] << (i + j);
@@ -51,17 +51,12 @@ __global__ void recover_kernel(const BitplaneGemmParams p, const int32_t* __rest
 
 }  // namespace
 
-int64_t baseline_workspace_elems(const BitplaneGemmParams& p) {
-  return p.a.bits * p.a.rows * p.b.bits * p.b.rows;
-}
-
+// The caller has checked baseline_refusal: windows start on 128-bit boundaries.
 void launch_baseline_gemm(const BitplaneGemmParams& p, int32_t* workspace, float* accumulator, void* stream) {
-  TORCH_CHECK(p.group_size % kAlignmentBits == 0, "apq: the CUTLASS baseline path needs 'group_size' 0 or a ",
-              "multiple of ", kAlignmentBits, " (16-byte aligned K-slices), got ", p.group_size,
-              "; use the fused path (unset APQ_GEMM_PATH)");
   const auto cuda_stream = static_cast<cudaStream_t>(stream);
   const int64_t M = p.a.rows, N = p.b.rows;
   const int64_t rows_a = p.a.bits * M, rows_b = p.b.bits * N, ld_bits = p.words * 32;
+  const int64_t ld_out = baseline_workspace_ld(p);
   const KWindows windows = KWindows::of(p);
   int64_t group = 0, start = 0;
   bool first = true;
@@ -72,7 +67,7 @@ void launch_baseline_gemm(const BitplaneGemmParams& p, int32_t* workspace, float
     typename BaselineGemm::Arguments args(
         {static_cast<int>(rows_a), static_cast<int>(rows_b), static_cast<int>(end - start)},
         {const_cast<cutlass::uint1b_t*>(a), ld_bits}, {const_cast<cutlass::uint1b_t*>(b), ld_bits},
-        {workspace, rows_b}, {workspace, rows_b}, {1, 0});
+        {workspace, ld_out}, {workspace, ld_out}, {1, 0});
     BaselineGemm gemm;
     cutlass::Status status = gemm.can_implement(args);
     TORCH_CHECK(status == cutlass::Status::kSuccess, "apq: CUTLASS baseline cannot run this shape: ",
@@ -83,7 +78,7 @@ void launch_baseline_gemm(const BitplaneGemmParams& p, int32_t* workspace, float
     const bool closes_group = end == windows.group_end(group), last = windows.is_last(group, end);
     constexpr int kThreads = 256;
     recover_kernel<<<static_cast<unsigned>((M * N + kThreads - 1) / kThreads), kThreads, 0, cuda_stream>>>(
-        p, workspace, accumulator, group, closes_group, first, last, windows.group_len(group));
+        p, workspace, ld_out, accumulator, group, closes_group, first, last, windows.group_len(group));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (last) break;
     if (closes_group) ++group;

@@ -85,31 +85,4 @@ struct KWindows {
   APQ_HD bool single() const { return exact || (G == 1 && padded_bits <= kMaxExactWindowBits); }
 };
 
-// Tile shapes of the fused kernel; one instantiation each (bitplane_gemm_sm80_*.cu).
-// A block stacks the planes of stack_a / a.bits rows of a and stack_b / b.bits rows of b.
-enum class TileConfig : int { Large = 0, Skinny = 1 };
-struct TileShape {
-  int stack_a, stack_b;
-};
-constexpr TileShape kLargeTile{128, 128};  // 8 warps, 4 stages: throughput shapes
-constexpr TileShape kSkinnyTile{64, 32};   // 2 warps, 6 stages: decode (swap-AB, weights on a)
-const char* tile_config_name(TileConfig c);
-
-// Launches on `stream` (a cudaStream_t). Throw on a launch error.
-void launch_bitplane_gemm_large(const BitplaneGemmParams& p, void* stream);
-void launch_bitplane_gemm_skinny(const BitplaneGemmParams& p, void* stream);
-void launch_bitplane_gemm(TileConfig c, const BitplaneGemmParams& p, void* stream);
-
-// Dynamic shared memory of one block (the large tile needs more than sm_86/sm_89 offer).
-int bitplane_gemm_smem_bytes_large();
-int bitplane_gemm_smem_bytes_skinny();
-int bitplane_gemm_smem_bytes(TileConfig c);
-
-// The CUTLASS baseline: device::Gemm<uint1b_t, ..., OpAndPopc> on the stacked planes of
-// each K-group into an int32 workspace, then a recovery kernel. Not swapped (a = x).
-void launch_baseline_gemm(const BitplaneGemmParams& p, int32_t* workspace, float* accumulator,
-                          void* stream);
-// Workspace sizes (elements) the baseline needs for this call.
-int64_t baseline_workspace_elems(const BitplaneGemmParams& p);
-
 }  // namespace apq::cuda

@@ -17,8 +17,8 @@
 #pragma once
 
 #include "bitplane_gemm.h"
-
 #include "epilogue.cuh"
+#include "gemm_plan.h"
 
 #include <apq/plane_tile.hpp>
 
@@ -49,8 +49,8 @@ struct BitplaneTile {
 };
 
 // The two shipped shapes (TileConfig): 8 warps x 4 stages, and 2 warps x 6 stages for decode.
-using LargeTile = BitplaneTile<kLargeTile.stack_a, kLargeTile.stack_b, 2, 4, 4>;
-using SkinnyTile = BitplaneTile<kSkinnyTile.stack_a, kSkinnyTile.stack_b, 2, 1, 6>;
+using LargeTile = BitplaneTile<kLargeGeometry.slots_a, kLargeGeometry.slots_b, 2, 4, 4>;
+using SkinnyTile = BitplaneTile<kSkinnyGeometry.slots_a, kSkinnyGeometry.slots_b, 2, 1, 6>;
 
 
 template <class Tile>

@@ -3,10 +3,8 @@
 
 namespace apq::cuda {
 
-void launch_bitplane_gemm_large(const BitplaneGemmParams& p, void* stream) {
-  launch_bitplane_gemm_tile<LargeTile>(p, stream);
-}
+static_assert(LargeTile::kSmemBytes == kLargeGeometry.smem_bytes && LargeTile::kThreads == kLargeGeometry.threads);
 
-int bitplane_gemm_smem_bytes_large() { return LargeTile::kSmemBytes; }
+void launch_large(const LaunchPlan& plan, void* stream) { launch_bitplane_gemm_tile<LargeTile>(plan, stream); }
 
 }  // namespace apq::cuda

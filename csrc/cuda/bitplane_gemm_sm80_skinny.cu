@@ -3,10 +3,8 @@
 
 namespace apq::cuda {
 
-void launch_bitplane_gemm_skinny(const BitplaneGemmParams& p, void* stream) {
-  launch_bitplane_gemm_tile<SkinnyTile>(p, stream);
-}
+static_assert(SkinnyTile::kSmemBytes == kSkinnyGeometry.smem_bytes && SkinnyTile::kThreads == kSkinnyGeometry.threads);
 
-int bitplane_gemm_smem_bytes_skinny() { return SkinnyTile::kSmemBytes; }
+void launch_skinny(const LaunchPlan& plan, void* stream) { launch_bitplane_gemm_tile<SkinnyTile>(plan, stream); }
 
 }  // namespace apq::cuda

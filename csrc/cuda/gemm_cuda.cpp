@@ -2,7 +2,6 @@
 // fused bit-plane GEMM (or, with APQ_GEMM_PATH=baseline, the CUTLASS baseline).
 #include "../checks.h"
 #include "../ops.h"
-#include "bitplane_gemm.h"
 #include "kernel_map.h"
 
 #include <ATen/ATen.h>
@@ -11,15 +10,13 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include <cstdlib>
-#include <limits>
 #include <string>
 
 namespace apq {
 namespace {
 
-using cuda::BitplaneGemmParams;
-using cuda::KernelChoice;
-using cuda::PlaneOperand;
+using cuda::GemmProblem;
+using cuda::KernelVariant;
 
 // mma.sync b1 AND-popc exists on sm_80 ... sm_90; this build ships sm_80 and sm_90a code.
 const cudaDeviceProp& checked_device(const char* op, const Tensor& t) {
@@ -38,75 +35,69 @@ bool use_baseline() {
   return true;
 }
 
-// p describes x (side a) times w (side b) with out[m * N + n]; runs it on the current stream.
-void run(const char* op, BitplaneGemmParams p, const Tensor& like) {
-  if (p.a.rows == 0 || p.b.rows == 0) return;
-  const cudaDeviceProp& device = checked_device(op, like);
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  if (use_baseline()) {
-    const Tensor workspace = at::empty({cuda::baseline_workspace_elems(p)}, like.options().dtype(at::kInt));
-    const bool windows = !cuda::KWindows::of(p).single();
-    const Tensor accumulator = at::empty({windows ? p.a.rows * p.b.rows : 0}, like.options().dtype(at::kFloat));
-    cuda::launch_baseline_gemm(p, workspace.data_ptr<int32_t>(), accumulator.data_ptr<float>(), stream);
-    return;
+void run_baseline(const char* op, const GemmProblem& problem, const cuda::DeviceLimits& device, const Tensor& like,
+                  cudaStream_t stream) {
+  const std::string why = cuda::baseline_refusal(problem, device);
+  TORCH_CHECK(why.empty(), op, ": ", why);
+  const cuda::BitplaneGemmParams p = cuda::make_params(problem, /*swap_ab=*/false);
+  const Tensor workspace = at::empty({cuda::baseline_workspace_elems(p)}, like.options().dtype(at::kInt));
+  const bool windows = !cuda::KWindows::of(p).single();
+  const Tensor accumulator = at::empty({windows ? p.a.rows * p.b.rows : 0}, like.options().dtype(at::kFloat));
+  cuda::launch_baseline_gemm(p, workspace.data_ptr<int32_t>(), accumulator.data_ptr<float>(), stream);
+}
+
+void launch(const cuda::LaunchPlan& plan, cudaStream_t stream) {
+  switch (plan.kernel) {
+    case cuda::KernelId::Large: cuda::launch_large(plan, stream); break;
+    case cuda::KernelId::Skinny: cuda::launch_skinny(plan, stream); break;
   }
-  const cuda::GemmShapeKey key{device.major * 10 + device.minor, p.a.rows, p.b.rows, p.K, p.a.bits, p.b.bits,
-                               p.G > 1};
-  // sm_86 / sm_89 give a block 99 KiB of shared memory: the large tile does not fit there.
-  auto fits = [&](cuda::TileConfig t) {
-    return static_cast<size_t>(cuda::bitplane_gemm_smem_bytes(t)) <= device.sharedMemPerBlockOptin;
-  };
-  auto oriented = [p](KernelChoice c) {
-    BitplaneGemmParams q = p;
-    if (c.swap_ab) {
-      std::swap(q.a, q.b);
-      std::swap(q.out_stride_a, q.out_stride_b);
-      q.bias_on_a = true;
-    }
-    return q;
-  };
-  auto time_candidate = [&](KernelChoice c) {
-    if (!fits(c.tile)) return std::numeric_limits<double>::infinity();
-    const BitplaneGemmParams q = oriented(c);
+}
+
+// Runs the problem on the current stream with the variant the kernel map chooses.
+void run(const char* op, const GemmProblem& problem, const Tensor& like) {
+  if (problem.M == 0 || problem.N == 0) return;
+  const cuda::DeviceLimits device = cuda::device_limits(checked_device(op, like));
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  if (use_baseline()) return run_baseline(op, problem, device, like, stream);
+  auto plan = [&](const KernelVariant& v) { return cuda::plan_launch(problem, v, device); };
+  auto refusal = [&](const KernelVariant& v) { return plan(v).refusal; };
+  auto time_candidate = [&](const KernelVariant& v) {
+    const cuda::LaunchPlan candidate = plan(v);
     at::cuda::CUDAEvent start(cudaEventDefault), stop(cudaEventDefault);
-    cuda::launch_bitplane_gemm(c.tile, q, stream);  // warm-up
+    launch(candidate, stream);  // warm-up
     start.record();
     constexpr int kReps = 5;
-    for (int i = 0; i < kReps; ++i) cuda::launch_bitplane_gemm(c.tile, q, stream);
+    for (int i = 0; i < kReps; ++i) launch(candidate, stream);
     stop.record();
     stop.synchronize();
     return static_cast<double>(start.elapsed_time(stop)) / kReps;
   };
+  const cuda::GemmShapeKey key{device.arch, problem.M, problem.N, problem.K, problem.x_bits, problem.w_bits,
+                               problem.group_size > 0 && problem.group_size < problem.K};
   const bool capturing = at::cuda::currentStreamCaptureStatus() != at::cuda::CaptureStatus::None;
-  KernelChoice choice = cuda::choose_kernel(key, capturing, time_candidate);
-  if (!fits(choice.tile)) choice.tile = cuda::TileConfig::Skinny;
-  cuda::launch_bitplane_gemm(choice.tile, oriented(choice), stream);
+  launch(plan(cuda::choose_kernel(key, capturing, refusal, time_candidate)), stream);
 }
 
 // cp.async moves 16-byte chunks: a planes view that starts mid-chunk (a slice of a larger
 // tensor) cannot be read in place.
-PlaneOperand operand(const char* op, const char* name, const Tensor& planes) {
+const uint32_t* planes_ptr(const char* op, const char* name, const Tensor& planes) {
   TORCH_CHECK(reinterpret_cast<uintptr_t>(planes.data_ptr()) % 16 == 0, op, ": argument '", name,
               "' must start on a 16-byte boundary (it is a view at an odd offset); pass ", name, ".clone()");
-  PlaneOperand o;
-  o.planes = reinterpret_cast<const uint32_t*>(planes.data_ptr<int32_t>());
-  o.bits = static_cast<int>(planes.size(0));
-  o.rows = planes.size(1);
-  return o;
+  return reinterpret_cast<const uint32_t*>(planes.data_ptr<int32_t>());
 }
 
-// x (side a) times w (side b) into out[m * N + n]; metadata and epilogue are the caller's.
-BitplaneGemmParams plain_params(const char* op, const Tensor& x_planes, const Tensor& w_planes, int64_t K,
-                                Tensor& out) {
-  BitplaneGemmParams p;
-  p.a = operand(op, "x_planes", x_planes);
-  p.b = operand(op, "w_planes", w_planes);
-  p.words = x_planes.size(2);
-  p.K = K;
-  p.out = out.data_ptr();
-  p.out_stride_a = w_planes.size(1);
-  p.out_stride_b = 1;
-  return p;
+// x times w into out[m * N + n]; metadata and epilogue are the caller's.
+GemmProblem plain_problem(const char* op, const Tensor& x_planes, const Tensor& w_planes, int64_t K, Tensor& out) {
+  GemmProblem problem;
+  problem.x_planes = planes_ptr(op, "x_planes", x_planes);
+  problem.x_bits = static_cast<int>(x_planes.size(0));
+  problem.M = x_planes.size(1);
+  problem.w_planes = planes_ptr(op, "w_planes", w_planes);
+  problem.w_bits = static_cast<int>(w_planes.size(0));
+  problem.N = w_planes.size(1);
+  problem.K = K;
+  problem.out = out.data_ptr();
+  return problem;
 }
 
 cuda::ElemType elem_type_of(at::ScalarType t) {
@@ -120,30 +111,15 @@ cuda::ElemType elem_type_of(at::ScalarType t) {
 
 }  // namespace
 
-namespace cuda {
-void launch_bitplane_gemm(TileConfig c, const BitplaneGemmParams& p, void* stream) {
-  if (c == TileConfig::Large) {
-    launch_bitplane_gemm_large(p, stream);
-  } else {
-    launch_bitplane_gemm_skinny(p, stream);
-  }
-}
-
-int bitplane_gemm_smem_bytes(TileConfig c) {
-  return c == TileConfig::Large ? bitplane_gemm_smem_bytes_large() : bitplane_gemm_smem_bytes_skinny();
-}
-}  // namespace cuda
-
 Tensor gemm_cuda(const Tensor& x_planes, const Tensor& w_planes, int64_t K) {
   constexpr const char* op = "apq::gemm";
   check_gemm_args(op, x_planes, w_planes, K);
   const c10::cuda::CUDAGuard guard(x_planes.device());
   const int64_t M = x_planes.size(1), N = w_planes.size(1);
   Tensor out = at::empty({M, N}, x_planes.options());
-  BitplaneGemmParams p = plain_params(op, x_planes, w_planes, K, out);
-  p.exact = true;
-  p.out_type = cuda::ElemType::Int32;
-  run(op, p, out);
+  GemmProblem problem = plain_problem(op, x_planes, w_planes, K, out);
+  problem.out_type = cuda::ElemType::Int32;
+  run(op, problem, out);
   return out;
 }
 
@@ -156,32 +132,27 @@ Tensor qmatmul_impl(const char* op, const Tensor& x_planes, const Tensor& x_rows
   check_qmatmul_args(op, x_planes, x_rowsum, x_scale, x_offset, w_planes, w_rowsum, w_scale, w_offset, K,
                      group_size, bias, out_dtype);
   const c10::cuda::CUDAGuard guard(x_planes.device());
-  const int64_t M = x_planes.size(1), N = w_planes.size(1), G = num_groups(K, group_size);
+  const int64_t M = x_planes.size(1), N = w_planes.size(1);
   Tensor out = at::empty({M, N}, x_planes.options().dtype(out_dtype));
-  BitplaneGemmParams p = plain_params(op, x_planes, w_planes, K, out);
-  p.a.rowsum = x_rowsum.data_ptr<int32_t>();
-  p.a.scale = x_scale.data_ptr<float>();
-  p.a.offset = x_offset.data_ptr<float>();
-  p.a.meta_row_stride = 1;  // per token
-  p.a.meta_group_stride = 0;
-  p.b.rowsum = w_rowsum.data_ptr<int32_t>();
-  p.b.scale = w_scale.data_ptr<float>();
-  p.b.offset = w_offset.data_ptr<float>();
-  p.b.meta_row_stride = G;  // per output channel and K-group
-  p.b.meta_group_stride = 1;
-  p.group_size = group_size;
-  p.G = G;
-  p.out_type = elem_type_of(out_dtype);
+  GemmProblem problem = plain_problem(op, x_planes, w_planes, K, out);
+  problem.x_rowsum = x_rowsum.data_ptr<int32_t>();
+  problem.x_scale = x_scale.data_ptr<float>();
+  problem.x_offset = x_offset.data_ptr<float>();
+  problem.w_rowsum = w_rowsum.data_ptr<int32_t>();
+  problem.w_scale = w_scale.data_ptr<float>();
+  problem.w_offset = w_offset.data_ptr<float>();
+  problem.group_size = group_size;
+  problem.out_type = elem_type_of(out_dtype);
   Tensor bias_values;  // keeps a converted bias alive through the launch
   if (bias.has_value()) {
     const at::ScalarType t = bias->scalar_type();
     // fp32/fp16/bf16 are read as they are; float64 is converted (the kernel has no double load)
     bias_values = (t == at::kFloat || t == at::kHalf || t == at::kBFloat16) ? bias->contiguous()
                                                                             : bias->to(at::kFloat).contiguous();
-    p.bias = bias_values.data_ptr();
-    p.bias_type = elem_type_of(bias_values.scalar_type());
+    problem.bias = bias_values.data_ptr();
+    problem.bias_type = elem_type_of(bias_values.scalar_type());
   }
-  run(op, p, out);
+  run(op, problem, out);
   return out;
 }
 

@@ -1,5 +1,7 @@
 #include "kernel_map.h"
 
+#include "../ops.h"
+
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/util/Exception.h>
 #include <fcntl.h>
@@ -8,32 +10,43 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <sstream>
 
 namespace apq::cuda {
 
-const char* tile_config_name(TileConfig c) { return c == TileConfig::Large ? "large" : "skinny"; }
-
-std::string describe(const KernelChoice& c) {
-  return std::string(tile_config_name(c.tile)) + (c.swap_ab ? ",swap" : ",noswap");
-}
-
 namespace {
 
-// Rows: the largest stacked activation tile (M * x_bits) the entry serves. sm_80 ... sm_90
-// share it: both run the mma.sync kernel. Decode (a few tokens) puts the weights on the
-// MMA's 16-row side so the b1 tiles are full; from 128 stacked rows on, plain order.
+// Rows: the largest stacked activation tile (M * x_bits) the entry serves, and the variants
+// in order of preference: the first that can run the call is taken (the large tile needs
+// more shared memory than sm_86/sm_89 give a block; a grid too large on y goes to x when
+// swapped). sm_80 ... sm_90 share it: all run the mma.sync kernel. Decode (a few tokens)
+// puts the weights on the MMA's 16-row side so the b1 tiles are full; from 128 stacked rows
+// on, plain order.
 struct TableRow {
   int64_t max_stacked_m;
-  KernelChoice choice;
+  const char* preference[4];  // nullptr ends the list
 };
 constexpr TableRow kTable[] = {
-    {32, {TileConfig::Skinny, true}},
-    {128, {TileConfig::Large, true}},
-    {INT64_MAX, {TileConfig::Large, false}},
+    {32, {"skinny,swap"}},
+    {128, {"large,swap", "skinny,swap"}},
+    {std::numeric_limits<int64_t>::max(), {"large,noswap", "skinny,noswap", "large,swap", "skinny,swap"}},
 };
+
+const KernelVariant& table_choice(const GemmShapeKey& key, const RefusalFn& refusal) {
+  const int64_t stacked_m = key.M * key.x_bits;
+  const TableRow* row = &kTable[0];
+  while (stacked_m > row->max_stacked_m) ++row;
+  for (const char* name : row->preference) {
+    if (name == nullptr) break;
+    const KernelVariant& v = *find_variant(name);
+    if (refusal(v).empty()) return v;
+  }
+  const KernelVariant& first = *find_variant(row->preference[0]);
+  TORCH_CHECK(false, "apq: no CUDA bit-plane GEMM kernel can run this call; ", first.name, ": ", refusal(first));
+}
 
 int64_t m_bucket(int64_t M) {
   int64_t b = 1;
@@ -49,49 +62,42 @@ std::string cache_key(const GemmShapeKey& k) {
 }
 
 std::filesystem::path cache_path() {
-  if (const char* p = std::getenv("APQ_AUTOTUNE_CACHE")) return p;
+  if (const char* p = std::getenv("APQ_AUTOTUNE_CACHE"); p && *p) return p;
   const char* home = std::getenv("HOME");
   return std::filesystem::path(home ? home : ".") / ".cache" / "apq_torch" / "autotune.txt";
 }
 
-bool parse_choice(const std::string& text, KernelChoice& out) {
-  for (TileConfig t : {TileConfig::Large, TileConfig::Skinny}) {
-    for (bool swap : {false, true}) {
-      if (text == describe({t, swap})) {
-        out = {t, swap};
-        return true;
-      }
-    }
-  }
-  return false;
-}
-
 struct AutotuneCache {
   std::mutex mutex;
-  bool loaded = false;
-  std::map<std::string, KernelChoice> entries;
+  std::filesystem::path loaded;  // the file `entries` were read from
+  bool valid = false;
+  std::map<std::string, const KernelVariant*> entries;
 
+  // (Re)reads the file when none was read yet or the configured path changed.
   void load_locked() {
-    if (loaded) return;
-    loaded = true;
-    std::ifstream in(cache_path());
+    const auto path = cache_path();
+    if (valid && path == loaded) return;
+    entries.clear();
+    loaded = path;
+    valid = true;
+    std::ifstream in(path);
     std::string line;
     while (std::getline(in, line)) {
       std::istringstream fields(line);
       std::string key, value, extra;
-      KernelChoice c;
-      // A line is "<key> <choice>"; unknown or torn lines are ignored.
-      if (fields >> key >> value && !(fields >> extra) && parse_choice(value, c)) entries[key] = c;
+      // A line is "<key> <variant>"; unknown or torn lines are ignored.
+      if (fields >> key >> value && !(fields >> extra)) {
+        if (const KernelVariant* v = find_variant(value)) entries[key] = v;
+      }
     }
   }
 
-  void append_locked(const std::string& key, const KernelChoice& c) {
-    entries[key] = c;
-    const auto path = cache_path();
+  void append_locked(const std::string& key, const KernelVariant& v) {
+    entries[key] = &v;
     std::error_code ec;
-    std::filesystem::create_directories(path.parent_path(), ec);
-    const std::string line = key + " " + describe(c) + "\n";
-    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    std::filesystem::create_directories(loaded.parent_path(), ec);
+    const std::string line = key + " " + v.name + "\n";
+    const int fd = ::open(loaded.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (fd < 0) return;  // an unwritable cache only costs a re-measurement next time
     [[maybe_unused]] const ssize_t n = ::write(fd, line.data(), line.size());  // one append: atomic for a line
     ::close(fd);
@@ -110,41 +116,36 @@ bool autotune_enabled() {
 
 }  // namespace
 
-KernelChoice table_choice(const GemmShapeKey& key) {
-  const int64_t stacked_m = key.M * key.x_bits;
-  for (const TableRow& row : kTable) {
-    if (stacked_m <= row.max_stacked_m) return row.choice;
-  }
-  return kTable[std::size(kTable) - 1].choice;
+DeviceLimits device_limits(const cudaDeviceProp& prop) {
+  return {prop.major * 10 + prop.minor, prop.multiProcessorCount, static_cast<int64_t>(prop.sharedMemPerBlockOptin),
+          prop.maxGridSize[0], prop.maxGridSize[1], prop.maxGridSize[2]};
 }
 
-KernelChoice choose_kernel(const GemmShapeKey& key, bool capturing,
-                           const std::function<double(KernelChoice)>& time_candidate) {
+const KernelVariant& choose_kernel(const GemmShapeKey& key, bool capturing, const RefusalFn& refusal,
+                                   const TimeFn& time_candidate) {
   if (const char* forced = std::getenv("APQ_GEMM_KERNEL"); forced && *forced) {
-    KernelChoice c;
-    TORCH_CHECK(parse_choice(forced, c), "APQ_GEMM_KERNEL must be one of large,noswap large,swap ",
-                "skinny,noswap skinny,swap; got '", forced, "'");
-    return c;
+    const KernelVariant* v = find_variant(forced);
+    TORCH_CHECK(v != nullptr, "APQ_GEMM_KERNEL must be one of ", variant_names(), "; got '", forced, "'");
+    const std::string why = refusal(*v);
+    TORCH_CHECK(why.empty(), "APQ_GEMM_KERNEL=", forced, " cannot run this call: ", why);
+    return *v;
   }
-  if (!autotune_enabled()) return table_choice(key);
+  if (!autotune_enabled()) return table_choice(key, refusal);
   AutotuneCache& cache = autotune_cache();
   const std::string k = cache_key(key);
   std::lock_guard<std::mutex> lock(cache.mutex);
   cache.load_locked();
-  if (auto it = cache.entries.find(k); it != cache.entries.end()) return it->second;
-  if (capturing) return table_choice(key);
-  KernelChoice best = table_choice(key);
-  double best_time = time_candidate(best);
-  for (TileConfig t : {TileConfig::Large, TileConfig::Skinny}) {
-    for (bool swap : {false, true}) {
-      const KernelChoice c{t, swap};
-      if (c.tile == best.tile && c.swap_ab == best.swap_ab) continue;
-      const double s = time_candidate(c);
-      if (s < best_time) best = c, best_time = s;
-    }
+  if (auto it = cache.entries.find(k); it != cache.entries.end() && refusal(*it->second).empty()) return *it->second;
+  if (capturing) return table_choice(key, refusal);
+  const KernelVariant* best = &table_choice(key, refusal);
+  double best_time = time_candidate(*best);
+  for (const KernelVariant& v : kVariants) {
+    if (&v == best || !refusal(v).empty()) continue;  // a variant that cannot launch is no candidate
+    const double t = time_candidate(v);
+    if (t < best_time) best = &v, best_time = t;
   }
-  cache.append_locked(k, best);
-  return best;
+  cache.append_locked(k, *best);
+  return *best;
 }
 
 }  // namespace apq::cuda
@@ -152,11 +153,17 @@ KernelChoice choose_kernel(const GemmShapeKey& key, bool capturing,
 namespace apq {
 
 std::string cuda_kernel_choice(int64_t M, int64_t N, int64_t K, int64_t x_bits, int64_t w_bits, bool grouped) {
-  // The current GPU's architecture when there is one, else the sm_80 table row.
-  const cudaDeviceProp* prop = at::cuda::is_available() ? at::cuda::getCurrentDeviceProperties() : nullptr;
-  const int arch = prop ? prop->major * 10 + prop->minor : 80;
-  const cuda::GemmShapeKey key{arch, M, N, K, static_cast<int>(x_bits), static_cast<int>(w_bits), grouped};
-  return cuda::describe(cuda::choose_kernel(key, /*capturing=*/true, nullptr));
+  // The current GPU when there is one, else an A100's limits (sm_80).
+  const cuda::DeviceLimits device =
+      at::cuda::is_available() ? cuda::device_limits(*at::cuda::getCurrentDeviceProperties()) : cuda::DeviceLimits{};
+  cuda::GemmProblem problem;
+  problem.M = M, problem.N = N, problem.K = K;
+  problem.x_bits = static_cast<int>(x_bits), problem.w_bits = static_cast<int>(w_bits);
+  problem.group_size = grouped ? 64 : 0;
+  problem.out_type = cuda::ElemType::Float32;
+  const cuda::GemmShapeKey key{device.arch, M, N, K, problem.x_bits, problem.w_bits, grouped};
+  auto refusal = [&](const cuda::KernelVariant& v) { return cuda::plan_launch(problem, v, device).refusal; };
+  return cuda::choose_kernel(key, /*capturing=*/true, refusal, nullptr).name;
 }
 
 }  // namespace apq

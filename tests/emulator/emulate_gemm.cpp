@@ -1,92 +1,110 @@
-// Runs the fused bit-plane GEMM kernel (csrc/cuda/bitplane_gemm_kernel.cuh, unchanged) on
-// the CPU: every block of the grid in turn, each with one std::thread per CUDA thread.
-// Built and called through ctypes by tests/test_emulated_kernel.py; not part of the package.
+// Runs a CUDA bit-plane GEMM call on the CPU the way gemm_cuda.cpp runs it on a GPU: the
+// same torch-free host code (csrc/cuda/gemm_plan.cpp: orientation, parameters, grid) and the
+// kernels' unchanged source, every block of the grid in turn, each with one std::thread per
+// CUDA thread. Built and called through ctypes by tests/emulated_kernel.py; not part of the
+// package.
 #include "bitplane_gemm_kernel.cuh"
+#include "gemm_plan.h"
 
+#include <cstring>
 #include <exception>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
 thread_local emu::ThreadContext emu::ctx;
 
 namespace apq::cuda {
-alignas(128) uint8_t smem[200 * 1024];  // the kernel's `extern __shared__` buffer
+alignas(128) uint8_t smem[227 * 1024];  // the kernel's `extern __shared__` buffer (sm_90's opt-in limit)
 }
 
 namespace {
 
-using apq::cuda::BitplaneGemmParams;
+using apq::cuda::LaunchPlan;
 
 template <class Tile>
-void emulate(const BitplaneGemmParams& p) {
-  const int64_t rows_a = Tile::kStackA / p.a.bits, rows_b = Tile::kStackB / p.b.bits;
-  const int64_t grid_a = (p.a.rows + rows_a - 1) / rows_a, grid_b = (p.b.rows + rows_b - 1) / rows_b;
+void emulate(const LaunchPlan& plan) {
   static_assert(Tile::kSmemBytes <= sizeof(apq::cuda::smem));
-  constexpr int kWarps = Tile::kThreads / 32;
-  for (int64_t bx = 0; bx < grid_a; ++bx) {
-    for (int64_t by = 0; by < grid_b; ++by) {
-      std::memset(apq::cuda::smem, 0x5A, sizeof(apq::cuda::smem));  // stale shared memory
-      std::barrier<> block(Tile::kThreads);
-      std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;
-      for (int w = 0; w < kWarps; ++w) warp_barriers.push_back(std::make_unique<std::barrier<>>(32));
-      std::vector<emu::WarpExchange> exchange(kWarps);
-      std::vector<std::thread> threads;
-      for (int t = 0; t < Tile::kThreads; ++t) {
-        threads.emplace_back([&, t] {
-          emu::ctx.thread = {static_cast<unsigned>(t), 0, 0};
-          emu::ctx.block = {static_cast<unsigned>(bx), static_cast<unsigned>(by), 0};
-          emu::ctx.block_barrier = &block;
-          emu::ctx.warp_barrier = warp_barriers[t / 32].get();
-          emu::ctx.warp = &exchange[t / 32];
-          apq::cuda::bitplane_gemm_kernel<Tile>(p);
-        });
+  const int warps = plan.threads / 32;
+  for (unsigned bz = 0; bz < plan.grid[2]; ++bz) {
+    for (unsigned by = 0; by < plan.grid[1]; ++by) {
+      for (unsigned bx = 0; bx < plan.grid[0]; ++bx) {
+        std::memset(apq::cuda::smem, 0x5A, sizeof(apq::cuda::smem));  // stale shared memory
+        std::barrier<> block(plan.threads);
+        std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;
+        for (int w = 0; w < warps; ++w) warp_barriers.push_back(std::make_unique<std::barrier<>>(32));
+        std::vector<emu::WarpExchange> exchange(warps);
+        std::vector<std::thread> threads;
+        for (int t = 0; t < plan.threads; ++t) {
+          threads.emplace_back([&, t] {
+            emu::ctx.thread = {static_cast<unsigned>(t), 0, 0};
+            emu::ctx.block = {bx, by, bz};
+            emu::ctx.block_barrier = &block;
+            emu::ctx.warp_barrier = warp_barriers[t / 32].get();
+            emu::ctx.warp = &exchange[t / 32];
+            apq::cuda::bitplane_gemm_kernel<Tile>(plan.params);
+          });
+        }
+        for (auto& th : threads) th.join();
       }
-      for (auto& th : threads) th.join();
     }
   }
 }
 
 }  // namespace
 
-// ints: a_rows a_bits a_row_stride a_group_stride  b_rows b_bits b_row_stride b_group_stride
-//       words K group_size G exact out_type out_stride_a out_stride_b bias_type bias_on_a
-// ptrs: a_planes a_rowsum a_scale a_offset  b_planes b_rowsum b_scale b_offset  out bias
-extern "C" int apq_emulate_bitplane_gemm(int tile, const int64_t* ints, void* const* ptrs) {
+// What gemm_cuda.cpp receives, flattened:
+//   ints:   M N K x_bits w_bits group_size out_type bias_type
+//   ptrs:   x_planes w_planes x_rowsum x_scale x_offset w_rowsum w_scale w_offset bias out
+//   device: arch sm_count smem_per_block max_grid_x max_grid_y max_grid_z
+// Returns 0 when the call ran, 2 when the plan refused it (the reason in `error`), 3 when
+// the CUTLASS baseline ("baseline") would run it (its device code is not emulated), 1 on an
+// exception.
+extern "C" int apq_emulate_gemm(const char* variant_name, const int64_t* ints, void* const* ptrs,
+                                const int64_t* device, char* error, int error_len) {
   using namespace apq::cuda;
-  BitplaneGemmParams p;
-  auto side = [&](PlaneOperand& o, const int64_t* i, void* const* q) {
-    o.rows = i[0];
-    o.bits = static_cast<int>(i[1]);
-    o.meta_row_stride = i[2];
-    o.meta_group_stride = i[3];
-    o.planes = static_cast<const uint32_t*>(q[0]);
-    o.rowsum = static_cast<const int32_t*>(q[1]);
-    o.scale = static_cast<const float*>(q[2]);
-    o.offset = static_cast<const float*>(q[3]);
+  auto fail = [&](int rc, const std::string& why) {
+    std::snprintf(error, static_cast<size_t>(error_len), "%s", why.c_str());
+    return rc;
   };
-  side(p.a, ints, ptrs);
-  side(p.b, ints + 4, ptrs + 4);
-  p.words = ints[8];
-  p.K = ints[9];
-  p.group_size = ints[10];
-  p.G = ints[11];
-  p.exact = ints[12] != 0;
-  p.out_type = static_cast<ElemType>(ints[13]);
-  p.out_stride_a = ints[14];
-  p.out_stride_b = ints[15];
-  p.bias_type = static_cast<ElemType>(ints[16]);
-  p.bias_on_a = ints[17] != 0;
-  p.out = ptrs[8];
-  p.bias = ptrs[9];
+  GemmProblem problem;
+  problem.M = ints[0];
+  problem.N = ints[1];
+  problem.K = ints[2];
+  problem.x_bits = static_cast<int>(ints[3]);
+  problem.w_bits = static_cast<int>(ints[4]);
+  problem.group_size = ints[5];
+  problem.out_type = static_cast<ElemType>(ints[6]);
+  problem.bias_type = static_cast<ElemType>(ints[7]);
+  problem.x_planes = static_cast<const uint32_t*>(ptrs[0]);
+  problem.w_planes = static_cast<const uint32_t*>(ptrs[1]);
+  problem.x_rowsum = static_cast<const int32_t*>(ptrs[2]);
+  problem.x_scale = static_cast<const float*>(ptrs[3]);
+  problem.x_offset = static_cast<const float*>(ptrs[4]);
+  problem.w_rowsum = static_cast<const int32_t*>(ptrs[5]);
+  problem.w_scale = static_cast<const float*>(ptrs[6]);
+  problem.w_offset = static_cast<const float*>(ptrs[7]);
+  problem.bias = ptrs[8];
+  problem.out = ptrs[9];
+  const DeviceLimits limits{static_cast<int>(device[0]), static_cast<int>(device[1]), device[2],
+                            device[3], device[4], device[5]};
   try {
-    if (tile == static_cast<int>(TileConfig::Large)) {
-      emulate<LargeTile>(p);
-    } else {
-      emulate<SkinnyTile>(p);
+    if (std::string(variant_name) == "baseline") {
+      const std::string why = baseline_refusal(problem, limits);
+      return why.empty() ? 3 : fail(2, why);
     }
-  } catch (const std::exception&) {
-    return 1;
+    const KernelVariant* variant = find_variant(variant_name);
+    if (variant == nullptr) return fail(2, "unknown variant; one of " + variant_names());
+    const LaunchPlan plan = plan_launch(problem, *variant, limits);
+    if (!plan.refusal.empty()) return fail(2, plan.refusal);
+    if (plan.empty()) return 0;
+    switch (plan.kernel) {
+      case KernelId::Large: emulate<LargeTile>(plan); break;
+      case KernelId::Skinny: emulate<SkinnyTile>(plan); break;
+    }
+  } catch (const std::exception& e) {
+    return fail(1, e.what());
   }
   return 0;
 }

@@ -1,0 +1,115 @@
+// Torch-free host logic of a CUDA bit-plane GEMM call (see gemm_plan.h). Compiled into the
+// extension and, unchanged, into the CPU emulator (tests/emulator).
+#include "gemm_plan.h"
+
+#include <algorithm>
+#include <sstream>
+#include <utility>
+
+namespace apq::cuda {
+
+const KernelVariant* find_variant(std::string_view name) {
+  for (const KernelVariant& v : kVariants) {
+    if (name == v.name) return &v;
+  }
+  return nullptr;
+}
+
+std::string variant_names() {
+  std::string names;
+  for (const KernelVariant& v : kVariants) names += (names.empty() ? "" : ", ") + std::string(v.name);
+  return names;
+}
+
+const TileGeometry& tile_geometry(KernelId k) { return k == KernelId::Large ? kLargeGeometry : kSkinnyGeometry; }
+
+int min_arch(KernelId) { return 80; }
+
+BitplaneGemmParams make_params(const GemmProblem& problem, bool swap_ab) {
+  BitplaneGemmParams p;
+  const int64_t G = problem.group_size > 0 ? (problem.K + problem.group_size - 1) / problem.group_size : 1;
+  p.a = {problem.x_planes, problem.M, problem.x_bits, problem.x_rowsum, problem.x_scale, problem.x_offset,
+         /*meta_row_stride=*/1, /*meta_group_stride=*/0};  // per token
+  p.b = {problem.w_planes, problem.N, problem.w_bits, problem.w_rowsum, problem.w_scale, problem.w_offset,
+         /*meta_row_stride=*/G, /*meta_group_stride=*/1};  // per output channel and K-group
+  p.words = (problem.K + 255) / 256 * 8;
+  p.K = problem.K;
+  p.group_size = problem.group_size;
+  p.G = G;
+  p.exact = problem.out_type == ElemType::Int32;
+  p.out = problem.out;
+  p.out_type = problem.out_type;
+  p.out_stride_a = problem.N;
+  p.out_stride_b = 1;
+  p.bias = problem.bias;
+  p.bias_type = problem.bias_type;
+  if (swap_ab) {
+    std::swap(p.a, p.b);
+    std::swap(p.out_stride_a, p.out_stride_b);
+    p.bias_on_a = true;
+  }
+  return p;
+}
+
+LaunchPlan plan_launch(const GemmProblem& problem, const KernelVariant& variant, const DeviceLimits& device) {
+  LaunchPlan plan;
+  plan.kernel = variant.kernel;
+  plan.params = make_params(problem, variant.swap_ab);
+  const TileGeometry& tile = tile_geometry(variant.kernel);
+  plan.threads = tile.threads;
+  plan.smem_bytes = tile.smem_bytes;
+  const BitplaneGemmParams& p = plan.params;
+  const int64_t grid_a = (p.a.rows + tile.rows_a(p.a.bits) - 1) / tile.rows_a(p.a.bits);
+  const int64_t grid_b = (p.b.rows + tile.rows_b(p.b.bits) - 1) / tile.rows_b(p.b.bits);
+  std::ostringstream why;
+  if (device.arch < min_arch(variant.kernel) || device.arch > 90) {
+    why << "it needs the mma.sync b1 tensor cores of sm_" << min_arch(variant.kernel) << " ... sm_90, this GPU is sm_"
+        << device.arch;
+  } else if (tile.smem_bytes > device.smem_per_block) {
+    why << "its block needs " << tile.smem_bytes << " bytes of shared memory, this GPU gives a block "
+        << device.smem_per_block;
+  } else if (grid_a > device.max_grid_x || grid_b > device.max_grid_y) {
+    why << "its launch grid (" << grid_a << " x " << grid_b << " blocks) exceeds the GPU's limit ("
+        << device.max_grid_x << " x " << device.max_grid_y << ")";
+  }
+  plan.refusal = why.str();
+  if (plan.refusal.empty()) {
+    plan.grid[0] = static_cast<unsigned>(grid_a);
+    plan.grid[1] = static_cast<unsigned>(grid_b);
+    plan.grid[2] = 1;
+  }
+  return plan;
+}
+
+// CUTLASS's b1 GEMM reads 128-bit (16-byte) accesses: each K-window of the planes must start
+// on a 128-bit boundary (its ld, words * 32 bits, always does), and the int32 output's leading
+// dimension must be a multiple of 4 (the workspace pads it).
+constexpr int64_t kBaselineAlignmentBits = 128;
+constexpr int64_t kBaselineOutputAlignment = 4;
+
+std::string baseline_refusal(const GemmProblem& problem, const DeviceLimits& device) {
+  std::ostringstream why;
+  const int64_t rows_a = problem.x_bits * problem.M, rows_b = problem.w_bits * problem.N;
+  if (device.arch < 80 || device.arch > 90) {
+    why << "the CUTLASS baseline needs the mma.sync b1 tensor cores of sm_80 ... sm_90, this GPU is sm_" << device.arch;
+  } else if (problem.group_size % kBaselineAlignmentBits != 0) {
+    why << "the CUTLASS baseline reads each K-group of the planes in place with 128-bit loads, so 'group_size' "
+        << "must be 0 or a multiple of " << kBaselineAlignmentBits << ", got " << problem.group_size
+        << "; use the fused path (unset APQ_GEMM_PATH)";
+  } else if (rows_a > 2147483647 || rows_b > 2147483647 || (rows_b + 255) / 256 > device.max_grid_y) {
+    why << "the CUTLASS baseline's stacked operands (" << rows_a << " x " << rows_b
+        << " rows) exceed its int32 extents or launch grid";
+  }
+  return why.str();
+}
+
+int64_t baseline_workspace_ld(const BitplaneGemmParams& p) {
+  const int64_t rows_b = p.b.bits * p.b.rows;
+  return (rows_b + kBaselineOutputAlignment - 1) / kBaselineOutputAlignment * kBaselineOutputAlignment;
+}
+
+int64_t baseline_workspace_elems(const BitplaneGemmParams& p) {
+  return p.a.bits * p.a.rows * baseline_workspace_ld(p);
+}
+
+}  // namespace apq::cuda
