@@ -181,6 +181,8 @@ def main(argv=None) -> int:
     p_demo.add_argument("--windows", type=int, default=2, help="perplexity windows of 512 tokens")
     p_demo.add_argument("--calib-windows", type=int, default=8, help="GPTQ calibration windows")
     p_demo.add_argument("--no-model", action="store_true", help="skip the model table")
+    p_demo.add_argument("--no-compile", dest="compile", action="store_false",
+                        help="skip the compiled decode loop's speed line (it compiles for minutes)")
     p_bench = sub.add_parser("bench", help="GEMM sweep vs fp32 matmul and int8 _int_mm: table, CSV, JSON, PNG")
     p_bench.add_argument("--shapes", nargs="+", default=["1x4096x4096", "16x4096x4096", "256x4096x4096", "2048x2048x2048"],
                          help="MxNxK shapes")
