@@ -42,7 +42,9 @@ def prepare_fast_generation(model, *, cpp_wrapper: bool = True, max_cache_len: O
         raise ValueError(f"max_cache_len must be a positive number of tokens, got {max_cache_len}")
     opts = compile_options(options, share_activation_quantization=share_activation_quantization)
     if cpp_wrapper:
-        opts["cpp_wrapper"] = True
+        # The wrapper of a 30-layer model is ~1 MB of C++: built apart from the kernels, at -O1
+        # instead of -O3, it compiles in a fraction of the time (the kernels keep -O3).
+        opts.update(cpp_wrapper=True, cpp_wrapper_build_separate=True)
     # mode=None: torch.compile accepts a mode or options, not both (CompileConfig defaults to a mode).
     config = CompileConfig(fullgraph=True, dynamic=False, backend="inductor", mode=None, options=opts)
     config._compile_all_devices = True  # transformers' switch for compiling off CUDA
