@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import operator
 from collections import defaultdict
+from typing import Optional
 
 import torch
 
@@ -41,6 +42,14 @@ class ShareActivationQuantization(CustomGraphPass):
 
     def uuid(self):
         return get_hash_for_files((__file__,))
+
+    # Instances are interchangeable: transformers deep-copies a CompileConfig holding this pass
+    # on every generate() call and recompiles when the copy compares unequal to the last one.
+    def __eq__(self, other):
+        return type(other) is type(self)
+
+    def __hash__(self):
+        return hash(type(self))
 
     def __call__(self, graph: torch.fx.Graph) -> None:
         groups = defaultdict(list)
@@ -87,16 +96,22 @@ class ShareActivationQuantization(CustomGraphPass):
             graph.erase_node(node)
 
 
+def compile_options(options: Optional[dict] = None, *, share_activation_quantization: bool = True) -> dict:
+    """Inductor ``options`` with :class:`ShareActivationQuantization` installed as the post-grad
+    pass (when ``share_activation_quantization``): what :func:`compile` hands to torch.compile,
+    and what compile configs built elsewhere (transformers' ``CompileConfig``) should carry."""
+    options = dict(options or {})
+    if share_activation_quantization:
+        if "post_grad_custom_post_pass" in options:
+            raise ValueError("options already sets post_grad_custom_post_pass; pass "
+                             "share_activation_quantization=False to keep yours")
+        options["post_grad_custom_post_pass"] = ShareActivationQuantization()
+    return options
 
 
 def compile(model, *, share_activation_quantization: bool = True, **kwargs):
     """``torch.compile(model, **kwargs)`` with :class:`ShareActivationQuantization` installed
     (on by default; Inductor backend)."""
     if share_activation_quantization:
-        options = dict(kwargs.pop("options", None) or {})
-        if "post_grad_custom_post_pass" in options:
-            raise ValueError("options already sets post_grad_custom_post_pass; pass "
-                             "share_activation_quantization=False to keep yours")
-        options["post_grad_custom_post_pass"] = ShareActivationQuantization()
-        kwargs["options"] = options
+        kwargs["options"] = compile_options(kwargs.pop("options", None))
     return torch.compile(model, **kwargs)

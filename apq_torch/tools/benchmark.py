@@ -24,19 +24,28 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def interleaved_medians(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1,
-                        clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
-    """Median seconds of each fn; repetition r times every fn once before r + 1. ``clock``
-    time.thread_time counts only this thread's CPU time (one torch thread on a shared machine)."""
+def interleaved(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1) -> dict[str, list]:
+    """What each fn returns, ``reps`` times; repetition r runs every fn once before r + 1."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
-    samples = {name: [] for name in fns}
+    results = {name: [] for name in fns}
     for _ in range(reps):
         for name, fn in fns.items():
-            start = clock()
-            fn()
-            samples[name].append(clock() - start)
+            results[name].append(fn())
+    return results
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1,
+                        clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Median seconds of each fn, timed with :func:`interleaved`. ``clock`` time.thread_time
+    counts only this thread's CPU time (one torch thread on a shared machine)."""
+    def timed(fn):
+        start = clock()
+        fn()
+        return clock() - start
+
+    samples = interleaved({name: (lambda fn=fn: timed(fn)) for name, fn in fns.items()}, reps, warmup)
     return {name: statistics.median(s) for name, s in samples.items()}
 
 

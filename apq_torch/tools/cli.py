@@ -1,7 +1,8 @@
 """python -m apq_torch (or apq-torch):
   demo      exactness vs the reference, the real model at several precisions (perplexity,
             weight memory, speed, a generated reply), and GEMM speed vs torch.matmul
-  bench     GEMM sweep against fp32 matmul and int8 _int_mm: table, CSV, JSON and a PNG plot
+  bench     GEMM sweep against fp32 matmul and int8 _int_mm: table, CSV, JSON and a PNG plot;
+            with --model, prefill and decode speed of a model at every precision and llama.cpp
   eval      perplexity of the real model quantized per the arguments, vs fp32
   mixed     layer-wise bit allocation for an average-bits budget
   quantize  quantize the real model, save it to safetensors and check the one-call reload
@@ -16,10 +17,13 @@ import sys
 import torch
 
 from .demo import demo
+from .model_bench import DEFAULT_CONTENDERS
 from .models import token_windows
 
 
 def bench(args) -> int:
+    if args.model:
+        return bench_model(args)
     from .benchmark import gemm_sweep, write_sweep
 
     shapes = [tuple(int(v) for v in s.lower().split("x")) for s in args.shapes]
@@ -35,7 +39,45 @@ def bench(args) -> int:
     for r in rows:
         print(f"{r['M']:6d} {r['N']:6d} {r['K']:6d} W{r['w_bits']}A{r['x_bits']:<3d} {r['seconds'] * 1e3:9.2f} "
               f"{r['speedup_vs_fp32']:7.2f}x {r['speedup_vs_int8']:7.2f}x {r['effective_tops']:9.3f}")
-    for path in write_sweep(rows, args.out):
+    for path in write_sweep(rows, args.out or "bench/results/cpu-gemm-sweep"):
+        print(f"wrote {path}")
+    return 0
+
+
+def bench_model(args) -> int:
+    """End-to-end prefill and decode speed of a model, every contender in one run (model_bench.py)."""
+    import importlib.util
+
+    from .model_bench import TINY_LLAMA, markdown, parse_contender, run_model_bench, write_results
+
+    for name in args.contenders:
+        parse_contender(name)
+    if args.threads < 1 or args.prompt_tokens < 1 or args.new_tokens < 2 or args.reps < 1:
+        raise ValueError("--threads, --prompt-tokens and --reps must be >= 1 and --new-tokens >= 2")
+    torch.set_num_threads(args.threads)
+    gguf = None
+    if args.model == "smollm2":
+        from .models import GGUF_FILE, calibration_and_eval_text, load_smollm2, smollm2_path
+
+        model, tok = load_smollm2()
+        prompt = tok(calibration_and_eval_text()[1][:20000], return_tensors="pt").input_ids[:, :args.prompt_tokens]
+        title = "SmolLM2-135M-Instruct end to end on the CPU"
+        if args.llama_cpp and importlib.util.find_spec("llama_cpp") is None:
+            print("llama-cpp-python is not installed (pip install .[bench]): no llama.cpp row")
+        elif args.llama_cpp:
+            gguf = os.path.join(smollm2_path(), GGUF_FILE)
+    else:
+        from .models import tiny_llama
+
+        model = tiny_llama(**TINY_LLAMA)
+        prompt = torch.randint(0, model.config.vocab_size, (1, args.prompt_tokens), generator=torch.Generator().manual_seed(0))
+        title = "A tiny random Llama end to end on the CPU (smoke run)"
+    if prompt.shape[1] + args.new_tokens > model.config.max_position_embeddings:
+        raise ValueError(f"--prompt-tokens + --new-tokens exceed the model's {model.config.max_position_embeddings} positions")
+    result = run_model_bench(model, prompt, args.contenders, new_tokens=args.new_tokens, reps=args.reps,
+                             gguf_path=gguf, lm_head_bits=args.lm_head_bits or None)
+    print(markdown(result, title))
+    for path in write_results(result, args.out or f"bench/results/cpu-e2e-{args.model}", title):
         print(f"wrote {path}")
     return 0
 
@@ -139,12 +181,26 @@ def main(argv=None) -> int:
     p_demo.add_argument("--windows", type=int, default=2, help="perplexity windows of 512 tokens")
     p_demo.add_argument("--calib-windows", type=int, default=8, help="GPTQ calibration windows")
     p_demo.add_argument("--no-model", action="store_true", help="skip the model table")
+    p_demo.add_argument("--no-compile", dest="compile", action="store_false",
+                        help="skip the compiled decode loop's speed line (it compiles for minutes)")
     p_bench = sub.add_parser("bench", help="GEMM sweep vs fp32 matmul and int8 _int_mm: table, CSV, JSON, PNG")
     p_bench.add_argument("--shapes", nargs="+", default=["1x4096x4096", "16x4096x4096", "256x4096x4096", "2048x2048x2048"],
                          help="MxNxK shapes")
     p_bench.add_argument("--bits", nargs="+", default=["1,1", "2,2", "4,4", "8,4", "8,8"], help="X,W bit pairs")
     p_bench.add_argument("--reps", type=int, default=5)
-    p_bench.add_argument("--out", default="bench/results/cpu-gemm-sweep", help="output path prefix")
+    p_bench.add_argument("--out", help="output path prefix (default bench/results/cpu-gemm-sweep, "
+                                        "or bench/results/cpu-e2e-<model> with --model)")
+    p_bench.add_argument("--model", choices=["smollm2", "tiny"],
+                         help="end-to-end prefill and decode of this model instead of the GEMM sweep")
+    p_bench.add_argument("--contenders", nargs="+", default=list(DEFAULT_CONTENDERS),
+                         help="with --model: '<precision> <loop>' (fp32, bf16, W8A8, W4A8, W2A8, W4A4; eager, fast)")
+    p_bench.add_argument("--threads", type=int, default=2, help="with --model: CPU threads of every contender")
+    p_bench.add_argument("--prompt-tokens", type=int, default=256)
+    p_bench.add_argument("--new-tokens", type=int, default=64)
+    p_bench.add_argument("--lm-head-bits", type=int, default=8, choices=[0, 4, 8],
+                         help="quantized contenders' lm_head weight bits (A8); 0 keeps it in float")
+    p_bench.add_argument("--no-llama-cpp", dest="llama_cpp", action="store_false",
+                         help="skip llama.cpp even when llama-cpp-python is installed")
     p_quant = sub.add_parser("quantize", help="quantize SmolLM2, save to safetensors and check the reload")
     _add_config_args(p_quant)
     p_quant.add_argument("--out", required=True, help="the .safetensors file to write")

@@ -1,10 +1,11 @@
 """The demo (`python -m apq_torch demo`, `make demo`): exactness against the reference, the
-real model at several precisions (perplexity, weight memory, prefill speed, a generated
-reply), and GEMM speed against torch.matmul, all on the embedded default device."""
+real model at several precisions (perplexity, weight memory, prefill and decode speed, a
+generated reply, the compiled decode loop's speed), and GEMM speed against torch.matmul, all
+on the embedded default device."""
 
 from __future__ import annotations
 
-import time
+import statistics
 
 import torch
 
@@ -36,15 +37,13 @@ def _exactness() -> bool:
     return ok
 
 
-def _prefill_tokens_per_s(model, vocab: int, tokens: int = 256, reps: int = 3) -> float:
-    ids = torch.randint(0, vocab, (1, tokens), generator=torch.Generator().manual_seed(0))
-    model(ids)
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        model(ids)
-        times.append(time.perf_counter() - t)
-    return tokens / sorted(times)[len(times) // 2]
+def _speed(model, vocab: int, loop: str = "eager", prompt_tokens: int = 256, new_tokens: int = 32) -> dict:
+    """Prefill and greedy decode tokens/s of one generate() call (tools/model_bench.py)."""
+    from .model_bench import HFContender
+
+    prompt = torch.randint(0, vocab, (1, prompt_tokens), generator=torch.Generator().manual_seed(0))
+    t = HFContender(model, loop, prompt, new_tokens).run()
+    return dict(prefill=prompt_tokens / t["prefill_s"], decode=1 / t["decode_s"])
 
 
 @torch.no_grad()
@@ -86,12 +85,13 @@ def _model_table(args) -> None:
             quality = ((out - reference_logits).norm() / reference_logits.norm()).item()
         fp = weight_footprint(m)
         total = fp["total_bytes"] if fields else sum(p.numel() * p.element_size() for p in m.parameters())
-        rows.append((label, quality, total / 2**20, _prefill_tokens_per_s(m, vocab)))
+        rows.append((label, quality, total / 2**20, _speed(m, vocab)))
         models[label] = m
     metric = "perplexity" if tok is not None else "logit rel. error"
-    print(f"   {'precision':<24} {metric:>16} {'weights MiB':>12} {'prefill tok/s':>14}")
-    for label, quality, mib, tps in rows:
-        print(f"   {label:<24} {quality:16.3f} {mib:12.1f} {tps:14.0f}")
+    print(f"   {'precision':<24} {metric:>16} {'weights MiB':>12} {'prefill tok/s':>14} {'decode tok/s':>13}")
+    for label, quality, mib, speed in rows:
+        print(f"   {label:<24} {quality:16.3f} {mib:12.1f} {speed['prefill']:14.0f} {speed['decode']:13.1f}")
+    print("   (eager generate(): prompt 1 x 256, 32 greedy new tokens; all rows: python -m apq_torch bench --model smollm2)")
     if tok is not None:
         label = DEMO_SETTINGS[1][0]
         chat = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
@@ -100,6 +100,23 @@ def _model_table(args) -> None:
         out = models[label].generate(ids, max_new_tokens=30, do_sample=False)
         reply = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
         print(f"   {label} answers 'What is the capital of France?': {reply!r}")
+        if args.compile:
+            speeds = {row[0]: row[3]["decode"] for row in rows}
+            _fast_decode_line(models[label], label, vocab, speeds["fp32"], speeds[label])
+
+
+def _fast_decode_line(model, label: str, vocab: int, fp32_decode: float, eager_decode: float) -> None:
+    """Decode speed of ``model`` with the compiled loop (tools/generate.py) against the table's eager rows."""
+    import copy
+
+    from .generate import prepare_fast_generation
+
+    fast = prepare_fast_generation(copy.deepcopy(model))
+    print(f"   {label} with a static KV cache and a compiled decode step: compiling (minutes on 2 cores)...")
+    _speed(fast, vocab, "fast")  # the first call compiles
+    decode = statistics.median(_speed(fast, vocab, "fast")["decode"] for _ in range(3))
+    print(f"   {label} compiled decode: {decode:.1f} tokens/s = {decode / eager_decode:.2f}x its eager loop, "
+          f"{decode / fp32_decode:.2f}x fp32 eager")
 
 
 def demo(args) -> int:
