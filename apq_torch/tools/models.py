@@ -85,3 +85,16 @@ def tiny_llama(seed: int = 0, layers: int = 4, hidden: int = 256, intermediate: 
                                    num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
                                    max_position_embeddings=512, tie_word_embeddings=tie_word_embeddings)
     return transformers.LlamaForCausalLM(cfg).eval()
+
+
+def tiny_tokenizer(vocab: int = 512):
+    """A word-level tokenizer for :func:`tiny_llama` (no download), so that text pipelines
+    (transformers, vLLM) run on the random model: a few English words, then ``w0``, ``w1``, ..."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<unk>", "<s>", "</s>", *"The capital of France is".split()]
+    words += [f"w{i}" for i in range(vocab - len(words))]
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
