@@ -37,7 +37,13 @@ def load_smollm2(dtype: torch.dtype = torch.float32):
     logging.disable_progress_bar()
     folder = smollm2_path()
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=dtype)
+    try:  # transformers 5 may keep GGUF blocks; ask for dense weights, a plain float model (save_pretrained works)
+        from transformers import GgufConfig
+
+        dense = {"quantization_config": GgufConfig(dequantize=True)}
+    except ImportError:  # transformers 4 always dequantizes
+        dense = {}
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=dtype, **dense)
     return model.eval(), tokenizer
 
 
@@ -75,15 +81,16 @@ def load_quantized_smollm2(path: str):
 
 
 def tiny_llama(seed: int = 0, layers: int = 4, hidden: int = 256, intermediate: int = 768, vocab: int = 512,
-               heads: int = 4, kv_heads: int = 2, tie_word_embeddings: bool = False):
+               heads: int = 4, kv_heads: int = 2, tie_word_embeddings: bool = False, **config):
     """A randomly initialised Llama-architecture model (no download): the synthetic stand-in
-    for tests and benchmarks. The defaults are the benchmarks' size; tests pass smaller ones."""
+    for tests and benchmarks. The defaults are the benchmarks' size; tests pass smaller ones,
+    and any other LlamaConfig field in ``config`` (e.g. attention_bias=True)."""
     import transformers
 
     torch.manual_seed(seed)
     cfg = transformers.LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate,
                                    num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-                                   max_position_embeddings=512, tie_word_embeddings=tie_word_embeddings)
+                                   max_position_embeddings=512, tie_word_embeddings=tie_word_embeddings, **config)
     return transformers.LlamaForCausalLM(cfg).eval()
 
 

