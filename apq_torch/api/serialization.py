@@ -45,24 +45,15 @@ def load_quantized(model: nn.Module, path: Union[str, os.PathLike]) -> nn.Module
         if meta.get(FORMAT_KEY) != str(FORMAT_VERSION):
             raise ValueError(f"{path} has apq_torch format version {meta.get(FORMAT_KEY)!r}; this apq_torch "
                              f"reads version {FORMAT_VERSION}")
-        try:
-            layers = json.loads(meta[METADATA_KEY])
-            configs = {name: APQConfig.from_dict(cfg) for name, cfg in layers.items()}
-        except (ValueError, TypeError, AttributeError) as e:
-            raise ValueError(f"{path}: invalid layer metadata: {e}") from e
-        for name, config in configs.items():
-            linear = _float_layer(model, name, path)
-            specs = APQLinear.buffer_specs(linear.in_features, linear.out_features, config)
-            for buffer, (shape, dtype) in specs.items():
-                key = f"{name}.{buffer}"
-                if key not in f.keys():
-                    raise ValueError(f"{path} lacks tensor {key!r}")
-                got = f.get_slice(key)
-                got_shape, got_dtype = tuple(got.get_shape()), got.get_dtype()
-                if got_shape != shape or got_dtype != _SAFETENSORS_DTYPE[dtype]:
-                    raise ValueError(f"{path}: tensor {key!r} is {got_dtype}{list(got_shape)}, but layer {name!r} "
-                                     f"({linear.in_features} -> {linear.out_features}, {config.label()}) needs "
-                                     f"{_SAFETENSORS_DTYPE[dtype]}{list(shape)}")
+    try:
+        layers = json.loads(meta[METADATA_KEY])
+        configs = {name: APQConfig.from_dict(cfg) for name, cfg in layers.items()}
+    except (ValueError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path}: invalid layer metadata: {e}") from e
+    tensors = safetensors_header(path)
+    for name, config in configs.items():
+        linear = _float_layer(model, name, path)
+        check_packed_tensors(tensors, name, linear.in_features, linear.out_features, config, path)
     for name, config in configs.items():
         linear = model.get_submodule(name)
         if isinstance(linear, APQLinear):
@@ -71,6 +62,30 @@ def load_quantized(model: nn.Module, path: Union[str, os.PathLike]) -> nn.Module
                                            config, device=linear.weight.device, bias_dtype=linear.weight.dtype))
     load_model(model, path, strict=True)
     return model
+
+
+def safetensors_header(path: str) -> dict:
+    """{tensor name: (safetensors dtype, shape)} of a file, read from its header only."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {k: (f.get_slice(k).get_dtype(), tuple(f.get_slice(k).get_shape())) for k in f.keys()}
+
+
+def check_packed_tensors(tensors: dict, name: str, in_features: int, out_features: int, config: APQConfig,
+                         where: str) -> None:
+    """Refuse layer ``name`` unless ``tensors`` ({key: (dtype, shape)}, e.g. :func:`safetensors_header`)
+    holds each of its packed buffers with the shape and dtype ``config`` needs."""
+    specs = APQLinear.buffer_specs(in_features, out_features, config)
+    for buffer, (shape, dtype) in specs.items():
+        key = f"{name}.{buffer}"
+        if key not in tensors:
+            raise ValueError(f"{where} lacks tensor {key!r}")
+        got_dtype, got_shape = tensors[key]
+        if got_shape != shape or got_dtype != _SAFETENSORS_DTYPE[dtype]:
+            raise ValueError(f"{where}: tensor {key!r} is {got_dtype}{list(got_shape)}, but layer {name!r} "
+                             f"({in_features} -> {out_features}, {config.label()}) needs "
+                             f"{_SAFETENSORS_DTYPE[dtype]}{list(shape)}")
 
 
 def _float_layer(model: nn.Module, name: str, path: str) -> nn.Module:

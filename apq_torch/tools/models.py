@@ -37,7 +37,13 @@ def load_smollm2(dtype: torch.dtype = torch.float32):
     logging.disable_progress_bar()
     folder = smollm2_path()
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=dtype)
+    try:  # transformers 5 may keep GGUF blocks; ask for dense weights, a plain float model (save_pretrained works)
+        from transformers import GgufConfig
+
+        dense = {"quantization_config": GgufConfig(dequantize=True)}
+    except ImportError:  # transformers 4 always dequantizes
+        dense = {}
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=dtype, **dense)
     return model.eval(), tokenizer
 
 
@@ -75,13 +81,27 @@ def load_quantized_smollm2(path: str):
 
 
 def tiny_llama(seed: int = 0, layers: int = 4, hidden: int = 256, intermediate: int = 768, vocab: int = 512,
-               heads: int = 4, kv_heads: int = 2, tie_word_embeddings: bool = False):
+               heads: int = 4, kv_heads: int = 2, tie_word_embeddings: bool = False, **config):
     """A randomly initialised Llama-architecture model (no download): the synthetic stand-in
-    for tests and benchmarks. The defaults are the benchmarks' size; tests pass smaller ones."""
+    for tests and benchmarks. The defaults are the benchmarks' size; tests pass smaller ones,
+    and any other LlamaConfig field in ``config`` (e.g. attention_bias=True)."""
     import transformers
 
     torch.manual_seed(seed)
     cfg = transformers.LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate,
                                    num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-                                   max_position_embeddings=512, tie_word_embeddings=tie_word_embeddings)
+                                   max_position_embeddings=512, tie_word_embeddings=tie_word_embeddings, **config)
     return transformers.LlamaForCausalLM(cfg).eval()
+
+
+def tiny_tokenizer(vocab: int = 512):
+    """A word-level tokenizer for :func:`tiny_llama` (no download), so that text pipelines
+    (transformers, vLLM) run on the random model: a few English words, then ``w0``, ``w1``, ..."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<unk>", "<s>", "</s>", *"The capital of France is".split()]
+    words += [f"w{i}" for i in range(vocab - len(words))]
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
