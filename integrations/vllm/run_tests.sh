@@ -4,6 +4,8 @@
 # only, from a copy of the sources (the worktree's in-place build belongs to the other torch).
 # Where vLLM cannot be installed (its pinned torch wheel or the package is not to be had), this
 # prints why and exits 0: a skip, not a failure. Test failures fail.
+# `--setup`: only create the venv (downloads and unpacking, mostly I/O: .ci/run overlaps it with
+# `make test`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 VENV=$(realpath -m "${VLLM_VENV:-.venv-vllm}")
@@ -31,6 +33,7 @@ if [ ! -f "$VENV/.deps" ]; then
     "$PY" -m pip uninstall --quiet -y torchvision torchaudio torchcodec >>"$LOG" 2>&1
     touch "$VENV/.deps"
 fi
+[ "${1:-}" = "--setup" ] && { echo "test-vllm: venv ready in $VENV"; exit 0; }
 
 SRC=$VENV/apq-src
 mkdir -p "$SRC"
