@@ -13,7 +13,7 @@ from helpers import POISON, poison_allocator, random_activation, random_codes, r
 
 pytestmark = pytest.mark.cuda
 
-KERNELS = ["large,noswap", "large,swap", "skinny,noswap", "skinny,swap"]
+KERNELS = [f"{k},{o}{s}" for k in ("wide", "narrow") for o in ("noswap", "swap") for s in ("", ",splitk")]
 
 
 @pytest.fixture(params=["table"] + KERNELS + ["baseline"])
