@@ -1,34 +1,29 @@
 """apq_torch: arbitrary-precision quantized matmul from 1-bit AND-popc bit planes.
 
-Importing the package loads the compiled op library into ``torch.ops.apq``.
+Layers, each depending only on those above it in this list:
+  apq_torch.ops            the torch.ops.apq library: typed wrappers, fakes, layout rules
+  apq_torch.quantization   weight quantizers: round to nearest + clip search, GPTQ, mixed precision
+  apq_torch.api            APQConfig, APQLinear, quantize_ / prepare / convert, save / load, compile
+  apq_torch.integrations   transformers, vLLM
+  apq_torch.tools          command line, demo, evaluation, model loaders, benchmark helpers
+apq_torch.reference is the pure-PyTorch definition of every op that the tests compare against.
 """
 
-import torch  # noqa: F401  (loads libtorch, which _C links against)
+from . import ops  # noqa: F401  (loads the compiled op library into torch.ops.apq)
+from ._version import __version__
+from .api import (APQConfig, APQLinear, convert, load_quantized, prepare, quantize_, save_quantized,
+                  weight_footprint)
+from .ops import cpu_kernel, cuda_built, gemm, linear, pack, qmatmul, quantize_pack, unpack
 
-try:
-    from . import _C  # noqa: F401  (registers torch.ops.apq)
-except ImportError as e:  # pragma: no cover - depends on the install
-    raise ImportError(
-        "apq_torch's compiled extension apq_torch._C could not be loaded "
-        f"({e}). Build it with `pip install --no-build-isolation .` (or `make build`) "
-        "against the torch you run with."
-    ) from e
-
-from . import ops, reference  # noqa: E402
-from .api import quantize_, weight_footprint  # noqa: E402
-from .compile import compile  # noqa: E402  (shadows the submodule name on purpose: apq_torch.compile(model))
-from .config import APQConfig  # noqa: E402
-from .nn import APQLinear  # noqa: E402
-from .ops import cpu_kernel, gemm, linear, pack, qmatmul, quantize_pack, unpack  # noqa: E402
-from .serialization import load_quantized, save_quantized  # noqa: E402
-
-__version__ = "0.1.0"
-
-__all__ = ["ops", "reference", "pack", "unpack", "quantize_pack", "gemm", "qmatmul", "linear",
-           "cpu_kernel", "cuda_built", "APQConfig", "APQLinear", "quantize_", "weight_footprint",
+__all__ = ["__version__", "ops", "pack", "unpack", "quantize_pack", "gemm", "qmatmul", "linear", "cpu_kernel",
+           "cuda_built", "APQConfig", "APQLinear", "quantize_", "prepare", "convert", "weight_footprint",
            "compile", "save_quantized", "load_quantized"]
 
 
-def cuda_built() -> bool:
-    """Whether this build compiled CUDA kernels (pack, unpack, quantize_pack so far)."""
-    return bool(torch.ops.apq._built_with_cuda())
+def __getattr__(name):
+    # apq_torch.compile loads Inductor, so it is imported on first use, not with the package.
+    if name == "compile":
+        from .api.compile import compile
+
+        return compile
+    raise AttributeError(f"module 'apq_torch' has no attribute {name!r}")

@@ -1,14 +1,11 @@
 """Pure-PyTorch definition of every apq op: the executable spec the kernels are tested against.
 
-Formats (DESIGN.md §1): a b-bit matrix is stored as unsigned codes u in [0, 2^b), split
-into b bit planes; a format only reads u affinely, value = scale * (u + offset):
+Formats (DESIGN.md §1, apq_torch/ops/layout.py): a b-bit matrix is stored as unsigned codes
+u in [0, 2^b), split into b bit planes; a format only reads u affinely,
+value = scale * (u + offset). Packed layout (§3): planes int32 [b, R, KW], KW = ceil(K/256)*8;
+bit k of row r in plane i is bit k % 32 of word k // 32; padding bits are zero.
 
-    unsigned  offset = -zero_point       asymmetric, zero exactly representable
-    signed    offset = -2^(b-1)          symmetric two's-complement grid, offset binary
-    bipolar   offset = -(2^b - 1) / 2    every bit means -1 or +1: odd grid +-1, +-3, ...
-
-Packed layout (§3): planes int32 [b, R, KW], KW = ceil(K/256)*8; bit k of row r in plane i
-is bit k % 32 of word k // 32; padding bits are zero.
+This module is the test oracle: runtime code never imports it.
 
 Quantization arithmetic is written as the same fp32 operations in the same order as
 csrc/format.h, so CPU, CUDA and this reference produce identical codes, scales and offsets.
@@ -18,26 +15,9 @@ from __future__ import annotations
 
 import torch
 
-FORMATS = ("unsigned", "signed", "bipolar")
+from .ops.layout import dequantize_codes, format_offset, num_groups, padded_words
+
 _FLT_MIN = torch.finfo(torch.float32).tiny
-
-
-def padded_words(K: int) -> int:
-    """int32 words per packed row: K padded to a multiple of 256 bits."""
-    return (K + 255) // 256 * 8
-
-
-def num_groups(K: int, group_size: int) -> int:
-    return 1 if group_size == 0 else -(-K // group_size)
-
-
-def format_offset(fmt: str, bits: int) -> float:
-    """The fixed offset of the symmetric formats (unsigned has a per-row zero point)."""
-    if fmt == "signed":
-        return -float(2 ** (bits - 1))
-    if fmt == "bipolar":
-        return -0.5 * (2**bits - 1)
-    raise ValueError(f"format {fmt!r} has no fixed offset")
 
 
 def group_sums(codes: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -70,11 +50,11 @@ def pack(codes: torch.Tensor, bits: int, group_size: int = 0) -> tuple[torch.Ten
 def unpack(planes: torch.Tensor, K: int) -> torch.Tensor:
     bits, R, W = planes.shape
     words = planes.to(torch.int64) & 0xFFFFFFFF
-    k = torch.arange(K, device=planes.device)
-    bit = (words[:, :, k // 32] >> (k % 32)) & 1  # [bits, R, K]
-    scale = torch.bitwise_left_shift(torch.ones(bits, dtype=torch.int64, device=planes.device),
-                                     torch.arange(bits, device=planes.device))
-    return (bit * scale.view(bits, 1, 1)).sum(0).to(torch.int32)
+    bit = (words.unsqueeze(-1) >> torch.arange(32, device=planes.device)) & 1  # [bits, R, W, 32]
+    weight = torch.bitwise_left_shift(torch.ones(bits, dtype=torch.int64, device=planes.device),
+                                      torch.arange(bits, device=planes.device))
+    codes = (bit * weight.view(bits, 1, 1, 1)).sum(0)
+    return codes.reshape(R, W * 32)[:, :K].to(torch.int32)
 
 
 def quant_params(x: torch.Tensor, bits: int, fmt: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,12 +106,7 @@ def gemm(x_planes: torch.Tensor, w_planes: torch.Tensor, K: int) -> torch.Tensor
 def dequantize(planes: torch.Tensor, K: int, scale: torch.Tensor, offset: torch.Tensor,
                group_size: int) -> torch.Tensor:
     """fp64 [R, K] values scale * (u + offset); scale/offset are [R] or [R, G]."""
-    u = unpack(planes, K).double()
-    if scale.dim() == 1:
-        return scale.double().unsqueeze(1) * (u + offset.double().unsqueeze(1))
-    span = K if group_size == 0 else group_size
-    g = torch.arange(K, device=planes.device) // span
-    return scale.double()[:, g] * (u + offset.double()[:, g])
+    return dequantize_codes(unpack(planes, K), scale, offset, group_size, torch.float64)
 
 
 def qmatmul(x_planes, x_rowsum, x_scale, x_offset, w_planes, w_rowsum, w_scale, w_offset,

@@ -21,25 +21,23 @@ import time
 
 import torch
 
-from apq_torch.api import quantize_, weight_footprint
-from apq_torch.config import APQConfig
-from apq_torch.eval import perplexity
-from apq_torch.gptq import collect_hessians
-from apq_torch.mixed import mixed_precision_overrides
-from apq_torch.models import calibration_and_eval_text, decoder_linear_filter, load_smollm2, token_windows
+from apq_torch import APQConfig, quantize_, weight_footprint
+from apq_torch.tools.eval import perplexity
+from apq_torch.quantization import collect_hessians, mixed_precision_overrides
+from apq_torch.tools.models import calibration_and_eval_text, decoder_linear_filter, load_smollm2, token_windows
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
 
 def uniform_settings(quick):
     """RTN and RTN + clip search at groups 64 and 128; GPTQ (+ clip) at group 64."""
-    settings = [APQConfig(8, 8, fmt, "unsigned", 128) for fmt in ("bipolar", "signed")]
+    settings = [APQConfig(w_bits=8, a_bits=8, w_format=fmt, group_size=128) for fmt in ("bipolar", "signed")]
     for w_bits, a_bits in ((4, 8), (3, 8), (2, 8), (4, 4)):
         for fmt in ("bipolar", "signed"):
             for gs in ((64,) if quick else (64, 128)):
                 for clip in (False, True):
-                    settings.append(APQConfig(w_bits, a_bits, fmt, "unsigned", gs, clip))
-            settings.append(APQConfig(w_bits, a_bits, fmt, "unsigned", 64, True, "gptq"))
+                    settings.append(APQConfig(w_bits=w_bits, a_bits=a_bits, w_format=fmt, group_size=gs, clip_search=clip))
+            settings.append(APQConfig(w_bits=w_bits, a_bits=a_bits, w_format=fmt, group_size=64, clip_search=True, method="gptq"))
     return settings
 
 
@@ -94,13 +92,13 @@ def main():
 
     for cfg in uniform_settings(args.quick):
         run(cfg.label(), cfg)
-    base = APQConfig(4, 8, "bipolar", "unsigned", 64, True, "gptq")
+    base = APQConfig(w_bits=4, a_bits=8, w_format="bipolar", group_size=64, clip_search=True, method="gptq")
     for budget in (2.5, 3.0, 3.5):
         for method in (("cosine", "outliers") if budget == 3.0 else ("cosine",)):
             name = f"mixed {budget} ({method}) W?A8 bipolar g64 gptq clip"
             if name in done:
                 continue
-            overrides = mixed_precision_overrides(model, base, budget, calib[0], method=method)
+            overrides = mixed_precision_overrides(model, budget, calib[0], method=method)
             run(name, base, overrides)
     write_markdown(state, os.path.join(RESULTS, "accuracy-smollm2.md"))
 

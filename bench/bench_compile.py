@@ -13,23 +13,19 @@ import time
 
 import torch
 
-from apq_torch.api import quantize_
-from apq_torch.benchmark import cpu_name, interleaved_medians
-from apq_torch.compile import compile as apq_compile
-from apq_torch.config import APQConfig
+import apq_torch
+from apq_torch import APQConfig, quantize_
+from apq_torch.tools.benchmark import cpu_name, interleaved_medians
 
 
 def load(name):
     if name == "smollm2":
-        from apq_torch.models import load_smollm2
+        from apq_torch.tools.models import load_smollm2
 
         return load_smollm2()[0]
-    import transformers
+    from apq_torch.tools.models import tiny_llama
 
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=4096, hidden_size=512, intermediate_size=1536, num_hidden_layers=4,
-                                   num_attention_heads=8, num_key_value_heads=4)
-    return transformers.LlamaForCausalLM(cfg).eval()
+    return tiny_llama(layers=4, hidden=512, intermediate=1536, vocab=4096, heads=8, kv_heads=4)
 
 
 @torch.no_grad()
@@ -40,12 +36,12 @@ def main():
     p.add_argument("--reps", type=int, default=7)
     args = p.parse_args()
     model = load(args.model)
-    config = APQConfig(4, 8, "bipolar", "unsigned", 64)
+    config = APQConfig(w_bits=4, a_bits=8, w_format="bipolar", group_size=64)
     quantize_(model, config, filter_fn=lambda m, n: ".layers." in n)
     ids = torch.randint(0, model.config.vocab_size, (1, args.tokens))
     variants = {"eager": model,
                 "torch.compile": torch.compile(model, fullgraph=True),
-                "apq_torch.compile": apq_compile(model, fullgraph=True)}
+                "apq_torch.compile": apq_torch.compile(model, fullgraph=True)}
     compile_s, max_diff = {}, {}
     eager_logits = model(ids).logits
     for name, fn in variants.items():

@@ -61,3 +61,31 @@ def test_linear_w4a8_g64(benchmark, device, tokens):
     w = packed_weight(N, K, 4, gs, device, gen)
     x = torch.randn(tokens, K, generator=gen).to(device)
     run(benchmark, device, lambda: apq_torch.linear(x, *w, K, gs, 8, "unsigned", None))
+
+
+# The int8 kernels (vnni for many rows, vnni-decode for a few) at SmolLM2's gate/up shape;
+# on a CPU without them the kernel map runs the popcount kernels and these time those.
+@pytest.mark.parametrize("tokens,w_bits,group_size", [(1, 4, 64), (1, 8, 0), (256, 4, 64), (256, 8, 0)])
+def test_linear_smollm2_gate_a8(benchmark, tokens, w_bits, group_size):
+    gen = torch.Generator().manual_seed(0)
+    N, K = 1536, 576
+    w = packed_weight(N, K, w_bits, group_size, "cpu", gen)
+    x = torch.randn(tokens, K, generator=gen)
+    benchmark(lambda: apq_torch.linear(x, *w, K, group_size, 8, "unsigned", None))
+
+
+@torch.no_grad()
+def test_decode_step_tiny_llama_w4a8(benchmark):
+    """One eager decode step (1 token, static KV cache, the same position every round so each
+    round does the same work) of the tiny W4A8 Llama: kernels plus per-op overhead."""
+    pytest.importorskip("transformers")
+    from transformers import StaticCache
+
+    from apq_torch.tools.model_bench import build_model
+    from apq_torch.tools.models import tiny_llama
+
+    model = build_model(tiny_llama(), "W4A8", lm_head_bits=8)
+    cache = StaticCache(config=model.config, max_cache_len=128)
+    model(torch.arange(64).unsqueeze(0), past_key_values=cache, cache_position=torch.arange(64))
+    token, position = torch.tensor([[7]]), torch.tensor([64])
+    benchmark(lambda: model(token, past_key_values=cache, cache_position=position))

@@ -80,6 +80,27 @@ void check_gemm_args(const char* op, const Tensor& x_planes, const Tensor& w_pla
               w_planes.size(0), "-bit w (worst case ", worst, "*K overflows int32); split K or use qmatmul");
 }
 
+void check_weight_args(const char* op, const Tensor& w_planes, const Tensor& w_rowsum,
+                       const Tensor& w_scale, const Tensor& w_offset, int64_t K, int64_t group_size,
+                       const std::optional<Tensor>& bias) {
+  check_K(K, op);
+  check_group_size(group_size, op);
+  check_planes(w_planes, K, op, "w_planes");
+  const int64_t N = w_planes.size(1), G = num_groups(K, group_size);
+  check_tensor(w_rowsum, op, "w_rowsum", at::kInt, {N, G});
+  check_tensor(w_scale, op, "w_scale", at::kFloat, {N, G});
+  check_tensor(w_offset, op, "w_offset", at::kFloat, {N, G});
+  check_same_device(op, {{"w_planes", &w_planes}, {"w_rowsum", &w_rowsum}, {"w_scale", &w_scale},
+                         {"w_offset", &w_offset}});
+  if (bias.has_value()) {
+    TORCH_CHECK(at::isFloatingType(bias->scalar_type()), op,
+                ": argument 'bias' must be a floating tensor, got ", bias->scalar_type());
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == N, op, ": argument 'bias' must have shape [",
+                N, "], got ", bias->sizes());
+    check_same_device(op, {{"w_planes", &w_planes}, {"bias", &*bias}});
+  }
+}
+
 void check_qmatmul_args(const char* op, const Tensor& x_planes, const Tensor& x_rowsum,
                         const Tensor& x_scale, const Tensor& x_offset, const Tensor& w_planes,
                         const Tensor& w_rowsum, const Tensor& w_scale, const Tensor& w_offset,
@@ -89,23 +110,13 @@ void check_qmatmul_args(const char* op, const Tensor& x_planes, const Tensor& x_
   check_group_size(group_size, op);
   check_planes(x_planes, K, op, "x_planes");
   check_planes(w_planes, K, op, "w_planes");
-  const int64_t M = x_planes.size(1), N = w_planes.size(1), G = num_groups(K, group_size);
+  const int64_t M = x_planes.size(1), G = num_groups(K, group_size);
   check_tensor(x_rowsum, op, "x_rowsum", at::kInt, {M, G});
   check_tensor(x_scale, op, "x_scale", at::kFloat, {M});
   check_tensor(x_offset, op, "x_offset", at::kFloat, {M});
-  check_tensor(w_rowsum, op, "w_rowsum", at::kInt, {N, G});
-  check_tensor(w_scale, op, "w_scale", at::kFloat, {N, G});
-  check_tensor(w_offset, op, "w_offset", at::kFloat, {N, G});
   check_same_device(op, {{"x_planes", &x_planes}, {"x_rowsum", &x_rowsum}, {"x_scale", &x_scale},
-                         {"x_offset", &x_offset}, {"w_planes", &w_planes}, {"w_rowsum", &w_rowsum},
-                         {"w_scale", &w_scale}, {"w_offset", &w_offset}});
-  if (bias.has_value()) {
-    TORCH_CHECK(at::isFloatingType(bias->scalar_type()), op,
-                ": argument 'bias' must be a floating tensor, got ", bias->scalar_type());
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == N, op, ": argument 'bias' must have shape [",
-                N, "], got ", bias->sizes());
-    check_same_device(op, {{"x_planes", &x_planes}, {"bias", &*bias}});
-  }
+                         {"x_offset", &x_offset}, {"w_planes", &w_planes}});
+  check_weight_args(op, w_planes, w_rowsum, w_scale, w_offset, K, group_size, bias);
   TORCH_CHECK(out_dtype == at::kFloat || out_dtype == at::kHalf || out_dtype == at::kBFloat16, op,
               ": argument 'out_dtype' must be float32, float16 or bfloat16, got ", out_dtype);
 }

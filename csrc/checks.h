@@ -44,6 +44,11 @@ void check_qmatmul_args(const char* op, const Tensor& x_planes, const Tensor& x_
                         int64_t K, int64_t group_size, const std::optional<Tensor>& bias,
                         at::ScalarType out_dtype);
 
+// The weight side of qmatmul / linear: planes, row sums, scales, offsets, bias, one device.
+void check_weight_args(const char* op, const Tensor& w_planes, const Tensor& w_rowsum,
+                       const Tensor& w_scale, const Tensor& w_offset, int64_t K, int64_t group_size,
+                       const std::optional<Tensor>& bias);
+
 // Checks of a gemm call, including that the exact int32 result cannot overflow.
 void check_gemm_args(const char* op, const Tensor& x_planes, const Tensor& w_planes, int64_t K);
 

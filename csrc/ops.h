@@ -25,8 +25,11 @@ Tensor linear_cpu(const Tensor& x, const Tensor& w_planes, const Tensor& w_rowsu
                   const Tensor& w_scale, const Tensor& w_offset, int64_t K, int64_t group_size,
                   int64_t a_bits, std::string_view a_format, const std::optional<Tensor>& bias);
 
-// Which CPU popcount kernel runs ("avx512" or "portable"); "" only queries.
+// The CPU kernel setting ("auto", "avx512", "vnni" or "portable"); "" only queries.
 std::string cpu_kernel(std::string_view request);
+
+// The CPU kernel that runs a product of M rows ("avx512", "vnni" or "portable").
+std::string cpu_kernel_choice(int64_t M, int64_t x_bits, int64_t w_bits, int64_t group_size);
 
 // The fused CUDA kernel the mapping picks for a shape, as "<tile>,<swap|noswap>" ("" without
 // CUDA). Reads APQ_GEMM_KERNEL and the autotune cache but never measures.

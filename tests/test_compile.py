@@ -1,5 +1,7 @@
-"""apq::linear under torch.compile(fullgraph=True): no graph break, no recompile on batch."""
+"""apq::linear under torch.compile(fullgraph=True) on every device: no graph break, no
+recompile on batch, CUDA graphs (mode="reduce-overhead") on cuda."""
 
+import pytest
 import torch
 import torch._dynamo.testing
 
@@ -16,24 +18,35 @@ class QuantLinear(torch.nn.Module):
         return apq_torch.linear(x, *self.w, self.K, self.group_size, 4, "bipolar", None).relu()
 
 
-def test_compiled_linear_dynamic_batch(gen):
+def test_compiled_linear_dynamic_batch(device, gen):
     torch._dynamo.reset()
     K, gs = 256, 128
-    module = QuantLinear(random_weight(12, K, 2, "bipolar", gs, gen), K, gs)
+    module = QuantLinear([t.to(device) for t in random_weight(12, K, 2, "bipolar", gs, gen)], K, gs)
     counter = torch._dynamo.testing.CompileCounterWithBackend("inductor")
     compiled = torch.compile(module, fullgraph=True, dynamic=True, backend=counter)
     for batch in (3, 5, 17):
-        x = torch.randn(batch, 2, K, generator=gen)
-        torch.testing.assert_close(compiled(x), module(x), rtol=0, atol=0)
+        x = torch.randn(batch, 2, K, generator=gen).to(device)
+        assert torch.equal(compiled(x), module(x))
     assert counter.frame_count == 1, f"recompiled {counter.frame_count} times"
     # size 1 is specialized by dynamo (0/1 specialization): one more graph, still correct
-    x = torch.randn(1, 2, K, generator=gen)
-    torch.testing.assert_close(compiled(x), module(x), rtol=0, atol=0)
+    x = torch.randn(1, 2, K, generator=gen).to(device)
+    assert torch.equal(compiled(x), module(x))
 
 
-def test_dynamo_sees_one_graph(gen):
+def test_dynamo_sees_one_graph(device, gen):
     torch._dynamo.reset()
     K = 128
-    module = QuantLinear(random_weight(4, K, 3, "signed", 0, gen), K, 0)
-    explanation = torch._dynamo.explain(module)(torch.randn(2, K, generator=gen))
+    module = QuantLinear([t.to(device) for t in random_weight(4, K, 3, "signed", 0, gen)], K, 0)
+    explanation = torch._dynamo.explain(module)(torch.randn(2, K, generator=gen).to(device))
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+
+
+@pytest.mark.cuda
+def test_cuda_graphs_replay_the_linear(gen):
+    torch._dynamo.reset()
+    K, gs = 768, 128
+    module = QuantLinear([t.cuda() for t in random_weight(130, K, 3, "bipolar", gs, gen)], K, gs)
+    compiled = torch.compile(module, mode="reduce-overhead", fullgraph=True)
+    for _ in range(3):  # warm-up, record, replay
+        x = torch.randn(5, K, generator=gen).half().cuda()
+        assert torch.equal(compiled(x), module(x))

@@ -1,5 +1,5 @@
-"""Whole quantized models under torch.compile: no graph break, no recompile on new shapes,
-the shared-activation-quantization pass, torch.export, CUDA graphs (where a GPU exists)."""
+"""Whole quantized models under torch.compile on every device: no graph break, no recompile on
+new shapes, the shared-activation-quantization pass, torch.export, CUDA graphs on cuda."""
 
 import re
 
@@ -8,20 +8,18 @@ import torch
 import torch._dynamo.testing
 from torch._inductor.utils import run_and_get_code
 
-from apq_torch.api import quantize_
-from apq_torch.compile import compile as apq_compile
-from apq_torch.config import APQConfig
+import apq_torch
+from apq_torch import APQConfig, quantize_
+from apq_torch.api.compile import ShareActivationQuantization
+from apq_torch.tools.models import decoder_linear_filter, tiny_llama
 
-transformers = pytest.importorskip("transformers")
+pytest.importorskip("transformers")
 LAYERS = 2
 
 
 def quantized_llama(device="cpu"):
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=LAYERS,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
-    model = transformers.LlamaForCausalLM(cfg).eval().to(device)
-    return quantize_(model, APQConfig(4, 8, "bipolar", "unsigned", 64), filter_fn=lambda m, n: ".layers." in n)
+    model = tiny_llama(layers=LAYERS, hidden=64, intermediate=128, vocab=96).to(device)
+    return quantize_(model, APQConfig(w_bits=4, a_bits=8, group_size=64), filter_fn=decoder_linear_filter)
 
 
 def op_calls(code: str) -> dict:
@@ -30,21 +28,21 @@ def op_calls(code: str) -> dict:
 
 
 @torch.no_grad()
-def test_quantized_llama_has_no_graph_break():
-    model = quantized_llama()
-    explanation = torch._dynamo.explain(model)(torch.randint(0, 96, (2, 16)))
+def test_quantized_llama_has_no_graph_break(device):
+    model = quantized_llama(device)
+    explanation = torch._dynamo.explain(model)(torch.randint(0, 96, (2, 16), device=device))
     assert explanation.graph_break_count == 0, explanation.break_reasons
 
 
 @torch.no_grad()
-def test_compiled_llama_matches_eager_without_recompiling():
+def test_compiled_llama_matches_eager_without_recompiling(device):
     torch._dynamo.reset()
-    model = quantized_llama()
+    model = quantized_llama(device)
     counter = torch._dynamo.testing.CompileCounterWithBackend("inductor")
     compiled = torch.compile(model, fullgraph=True, dynamic=True, backend=counter)
     frames = None
     for batch, seq in [(2, 16), (3, 16), (2, 24), (5, 33)]:
-        ids = torch.randint(0, 96, (batch, seq))
+        ids = torch.randint(0, 96, (batch, seq), device=device)
         torch.testing.assert_close(compiled(ids).logits, model(ids).logits, rtol=1e-3, atol=5e-3)
         frames = frames or counter.frame_count
         assert counter.frame_count == frames, f"recompiled at batch={batch} seq={seq}"
@@ -52,11 +50,11 @@ def test_compiled_llama_matches_eager_without_recompiling():
 
 @torch.no_grad()
 @pytest.mark.parametrize("share", [True, False])
-def test_activation_quantized_once_per_shared_input(share):
+def test_activation_quantized_once_per_shared_input(share, device):
     torch._dynamo.reset()
-    model = quantized_llama()
-    compiled = apq_compile(model, fullgraph=True, dynamic=True, share_activation_quantization=share)
-    ids = torch.randint(0, 96, (2, 16))
+    model = quantized_llama(device)
+    compiled = apq_torch.compile(model, fullgraph=True, dynamic=True, share_activation_quantization=share)
+    ids = torch.randint(0, 96, (2, 16), device=device)
     logits, codes = run_and_get_code(lambda: compiled(ids).logits)
     calls = op_calls("\n".join(codes))
     if share:  # q/k/v share one quantize_pack, gate/up another; o_proj and down_proj stay linear
@@ -68,25 +66,23 @@ def test_activation_quantized_once_per_shared_input(share):
 
 def test_compile_refuses_a_second_post_grad_pass():
     with pytest.raises(ValueError, match="post_grad_custom_post_pass"):
-        apq_compile(torch.nn.Linear(2, 2), options={"post_grad_custom_post_pass": object()})
+        apq_torch.compile(torch.nn.Linear(2, 2), options={"post_grad_custom_post_pass": object()})
 
 
 def test_pass_uuid_is_stable():
-    from apq_torch.compile import ShareActivationQuantization
-
     assert ShareActivationQuantization().uuid() == ShareActivationQuantization().uuid()
 
 
 @torch.no_grad()
-def test_export_of_a_quantized_module_runs(gen):
-    model = torch.nn.Sequential(torch.nn.Linear(128, 64), torch.nn.SiLU(), torch.nn.Linear(64, 32))
-    quantize_(model, APQConfig(3, 8, "bipolar", "unsigned", 64))
-    x = torch.randn(5, 128, generator=gen)
+def test_export_of_a_quantized_module_runs(device, gen):
+    model = torch.nn.Sequential(torch.nn.Linear(128, 64), torch.nn.SiLU(), torch.nn.Linear(64, 32)).to(device)
+    quantize_(model, APQConfig(w_bits=3, a_bits=8, group_size=64))
+    x = torch.randn(5, 128, generator=gen).to(device)
     batch = torch.export.Dim("batch", min=1, max=1024)
     exported = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
     assert any(n.target is torch.ops.apq.linear.default for n in exported.graph.nodes)
     for rows in (5, 17):
-        x = torch.randn(rows, 128, generator=gen)
+        x = torch.randn(rows, 128, generator=gen).to(device)
         assert torch.equal(exported.module()(x), model(x))
 
 
@@ -95,7 +91,7 @@ def test_export_of_a_quantized_module_runs(gen):
 def test_reduce_overhead_cuda_graphs():
     torch._dynamo.reset()
     model = quantized_llama("cuda")
-    compiled = apq_compile(model, mode="reduce-overhead", fullgraph=True)
+    compiled = apq_torch.compile(model, mode="reduce-overhead", fullgraph=True)
     ids = torch.randint(0, 96, (2, 16), device="cuda")
     for _ in range(3):  # warm-up, record, replay
         out = compiled(ids).logits

@@ -124,7 +124,39 @@ void pack_row_avx512(const uint8_t* codes, int64_t K, int64_t bits, uint64_t* ds
   }
 }
 
-const Kernels kAvx512{"avx512", Avx512::lanes, &product<Avx512>, &pack_row_avx512};
+// 16 values at a time; min/max need no care for NaN (a NaN row's statistics are unused) and
+// never hold -0 (lanes start at +0, which -0 does not undercut).
+RowStats row_stats_avx512(const float* x, int64_t K) {
+  __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
+  __mmask16 bad = 0;
+  for (int64_t k = 0; k < K; k += 16) {
+    const __mmask16 valid = K - k >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (K - k)) - 1);
+    const __m512 v = _mm512_maskz_loadu_ps(valid, x + k);  // zeros change neither lo nor hi
+    bad |= _mm512_cmp_ps_mask(_mm512_sub_ps(v, v), _mm512_setzero_ps(), _CMP_NEQ_UQ);
+    lo = _mm512_min_ps(v, lo);
+    hi = _mm512_max_ps(v, hi);
+  }
+  return {_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi), bad == 0};
+}
+
+// quantize_value on 16 values: the same division, subtraction and round-to-nearest-even;
+// the clamp's operands are never NaN here (a non-finite row has a NaN scale).
+void quantize_row_avx512(const float* x, int64_t K, QuantParams p, int bits, uint8_t* codes) {
+  const bool nan_scale = p.scale != p.scale;
+  const __m512 scale = _mm512_set1_ps(p.scale), offset = _mm512_set1_ps(p.offset);
+  const __m512 qmax = _mm512_set1_ps(static_cast<float>((1 << bits) - 1));
+  for (int64_t k = 0; k < K; k += 16) {
+    const __mmask16 valid = K - k >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (K - k)) - 1);
+    const __m512 t = _mm512_sub_ps(_mm512_div_ps(_mm512_maskz_loadu_ps(valid, x + k), scale), offset);
+    const __m512 r = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512i c = nan_scale ? _mm512_setzero_si512()
+                                : _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(r, _mm512_setzero_ps()), qmax));
+    _mm512_mask_cvtepi32_storeu_epi8(codes + k, valid, c);
+  }
+}
+
+const Kernels kAvx512{"avx512", Avx512::lanes, &product<Avx512>, &pack_row_avx512,
+                      &row_stats_avx512, &quantize_row_avx512};
 
 }  // namespace
 

@@ -56,7 +56,18 @@ void pack_row_portable(const uint8_t* codes, int64_t K, int64_t bits, uint64_t* 
   }
 }
 
-const Kernels kPortable{"portable", Scalar::lanes, &product<Scalar>, &pack_row_portable};
+RowStats row_stats_portable(const float* x, int64_t K) {
+  RowStats stats = RowStats::empty();
+  for (int64_t k = 0; k < K; ++k) stats.add(x[k]);
+  return stats;
+}
+
+void quantize_row_portable(const float* x, int64_t K, QuantParams p, int bits, uint8_t* codes) {
+  for (int64_t k = 0; k < K; ++k) codes[k] = static_cast<uint8_t>(quantize_value(x[k], p, bits));
+}
+
+const Kernels kPortable{"portable", Scalar::lanes, &product<Scalar>, &pack_row_portable,
+                        &row_stats_portable, &quantize_row_portable};
 
 }  // namespace
 

@@ -3,6 +3,8 @@
 // and can be compiled for AVX-512 without touching code that runs everywhere.
 #pragma once
 
+#include "../format.h"
+
 #include <cstdint>
 
 namespace apq::cpu {
@@ -68,10 +70,66 @@ struct Kernels {
   // planes (plane i at dst + i * plane_stride), zero past K.
   void (*pack_row)(const uint8_t* codes, int64_t K, int64_t bits, uint64_t* dst,
                    int64_t plane_stride, int64_t row_qwords);
+  // Per-token quantization of one row (format.h), equal to the scalar definitions to the bit:
+  // its statistics, and its codes codes[k] = quantize_value(x[k], p, bits).
+  RowStats (*row_stats)(const float* x, int64_t K);
+  void (*quantize_row)(const float* x, int64_t K, QuantParams p, int bits, uint8_t* codes);
 };
 
 const Kernels& portable_kernels();
 // nullptr when this build or this CPU has no AVX-512 VPOPCNTDQ.
 const Kernels* avx512_kernels();
+
+// ---- int8 dot-product kernels: weight planes expanded to bytes, times activation bytes ----
+
+// Activation codes as signed bytes: row m at data + m * ld, zero from K to ld (a multiple
+// of 64). An 8-bit code u is stored as u - 128 (the kernels add 128 * sum(w) back), a
+// narrower one as it is: vpdpbusd multiplies unsigned bytes (the weights) by signed ones.
+struct XBytes {
+  const int8_t* data;
+  int64_t rows;
+  int64_t ld;
+  int64_t bits;
+};
+
+// The signed byte that XBytes stores for a code of `bits` bits.
+inline int8_t code_byte(uint32_t code, int64_t bits) {
+  return static_cast<int8_t>(bits == 8 ? static_cast<int32_t>(code) - 128 : static_cast<int32_t>(code));
+}
+
+// What the int8 kernels write for output (m, n): the exact int32 product (gemm, exact set)
+// or the affine epilogue of DESIGN.md §2 in double, rounded to float (qmatmul, linear):
+//   y = sx[m] * (sum_g sw[n,g] * (U_g + zw[n,g] * Sx_g[m]) + zx[m] * D[n]) + bias[n],
+//   D[n] = sum_g sw[n,g] * (Sw_g[n] + zw[n,g] * |g|).
+struct Epilogue {
+  int32_t* exact;  // out[m * ld + n] when set; the affine fields are then unused
+  float* out;
+  int64_t ld;
+  const int32_t* x_rowsum;  // [M, G]
+  const float* x_scale;     // [M]
+  const float* x_offset;    // [M]
+  const int32_t* w_rowsum;  // [N, G]
+  const float* w_scale;     // [N, G]
+  const float* w_offset;    // [N, G]
+  const float* bias;        // [N], or nullptr
+};
+
+// Output channels of one int8 task: two vectors of 16 int32 lanes.
+constexpr int64_t kInt8BlockCols = 32;
+
+struct Int8Kernels {
+  const char* name;
+  // Outputs [m0, m1) x [n0, n1), n1 - n0 <= kInt8BlockCols; the weights are read once.
+  void (*product)(const XBytes& x, const PlaneMatrix& w, const GroupSpec& groups, int64_t m0,
+                  int64_t m1, int64_t n0, int64_t n1, const Epilogue& ep);
+  // Rows [r0, r1) of canonical planes as XBytes rows (dst + r * ld).
+  void (*bytes_from_planes)(const PlaneMatrix& x, int64_t K, int64_t r0, int64_t r1, int8_t* dst,
+                            int64_t ld);
+};
+
+// nullptr when this build or this CPU lacks AVX-512 VNNI, VBMI or GFNI. "vnni" expands
+// each task's weights once for many rows; "vnni-decode" streams them for a few rows.
+const Int8Kernels* vnni_kernels();
+const Int8Kernels* vnni_decode_kernels();
 
 }  // namespace apq::cpu

@@ -3,28 +3,19 @@
 #include "../format.h"
 #include "../ops.h"
 #include "kernel_select.h"
+#include "quantize_rows.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
-#include <vector>
-
 namespace apq {
 namespace {
 
-// Packs one row of K byte codes into row r of `planes` and writes its per-group sums.
-void pack_row(const uint8_t* row, int64_t r, int64_t K, int64_t group_size, Tensor& planes,
-              Tensor& rowsum) {
+// Packs one row of K byte codes into row r of `planes`.
+void pack_row(const uint8_t* row, int64_t r, int64_t K, Tensor& planes) {
   const int64_t bits = planes.size(0), R = planes.size(1), row_qwords = planes.size(2) / 2;
-  const int64_t G = rowsum.size(1), span = group_size == 0 ? K : group_size;
   auto* dst = reinterpret_cast<uint64_t*>(planes.data_ptr<int32_t>()) + r * row_qwords;
-  cpu::active_kernels().pack_row(row, K, bits, dst, R * row_qwords, row_qwords);
-  int32_t* sums = rowsum.data_ptr<int32_t>() + r * G;
-  for (int64_t g = 0; g < G; ++g) {
-    int32_t s = 0;
-    for (int64_t k = g * span; k < std::min(K, (g + 1) * span); ++k) s += row[k];
-    sums[g] = s;
-  }
+  cpu::pack_kernels().pack_row(row, K, bits, dst, R * row_qwords, row_qwords);
 }
 
 }  // namespace
@@ -37,8 +28,12 @@ std::tuple<Tensor, Tensor> pack_cpu(const Tensor& codes, int64_t bits, int64_t g
   Tensor planes = at::empty({bits, R, padded_words(K)}, codes.options().dtype(at::kInt));
   Tensor rowsum = at::empty({R, num_groups(K, group_size)}, codes.options().dtype(at::kInt));
   const uint8_t* src = bytes.data_ptr<uint8_t>();
+  const int64_t G = rowsum.size(1), span = group_size == 0 ? K : group_size;
   at::parallel_for(0, R, 64, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) pack_row(src + r * K, r, K, group_size, planes, rowsum);
+    for (int64_t r = r0; r < r1; ++r) {
+      pack_row(src + r * K, r, K, planes);
+      cpu::group_sums(src + r * K, K, span, G, rowsum.data_ptr<int32_t>() + r * G);
+    }
   });
   return {planes, rowsum};
 }
@@ -75,29 +70,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> quantize_pack_cpu(
   Tensor rowsum = at::empty({M, num_groups(K, group_size)}, opts.dtype(at::kInt));
   Tensor scale = at::empty({M}, opts.dtype(at::kFloat));
   Tensor offset = at::empty({M}, opts.dtype(at::kFloat));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "quantize_pack_cpu", [&] {
-    const scalar_t* xs = x.data_ptr<scalar_t>();
-    float* sc = scale.data_ptr<float>();
-    float* of = offset.data_ptr<float>();
-    at::parallel_for(0, M, 16, [&](int64_t m0, int64_t m1) {
-      std::vector<float> row(static_cast<size_t>(K));
-      std::vector<uint8_t> codes(static_cast<size_t>(K));
-      for (int64_t m = m0; m < m1; ++m) {
-        RowStats stats = RowStats::empty();
-        for (int64_t k = 0; k < K; ++k) {
-          row[k] = static_cast<float>(xs[m * K + k]);
-          stats.add(row[k]);
-        }
-        const QuantParams p = choose_params(stats, static_cast<int>(bits), fmt);
-        sc[m] = p.scale;
-        of[m] = p.offset;
-        for (int64_t k = 0; k < K; ++k) {
-          codes[k] = static_cast<uint8_t>(quantize_value(row[k], p, static_cast<int>(bits)));
-        }
-        pack_row(codes.data(), m, K, group_size, planes, rowsum);
-      }
-    });
-  });
+  cpu::quantize_rows(x, bits, fmt, group_size, scale.data_ptr<float>(), offset.data_ptr<float>(),
+                     rowsum.data_ptr<int32_t>(), [&](int64_t m, const uint8_t* codes) { pack_row(codes, m, K, planes); });
   return {planes, rowsum, scale, offset};
 }
 
