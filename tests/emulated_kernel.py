@@ -35,20 +35,26 @@ def cutlass_include_dir():
     return os.path.join(os.path.dirname(cutlass_library.__file__), "source", "include")
 
 
-def build(out_dir):
+def compile_emulator(out_dir, source, name):
+    """g++ build of tests/emulator/<source> (a CUDA kernel's source for the host, with the
+    emulated instructions of tests/emulator/apq shadowing cutlass_ext/apq) as a shared library."""
     cuda = cuda_include_dirs()
     assert cuda, "CUDA toolkit headers not found (CUDA_HOME or /usr/local/cuda)"
-    lib = os.path.join(out_dir, "apq_emulator.so")
+    lib = os.path.join(out_dir, name)
     cmd = ["g++", "-std=c++20", "-O2", "-shared", "-fPIC", "-pthread", "-Wno-deprecated-declarations",
            "-include", os.path.join(ROOT, "tests", "emulator", "cuda_shim.h"),
-           "-I", os.path.join(ROOT, "tests", "emulator"),  # shadows cutlass_ext/apq/sm80_b1_primitives.hpp
+           "-I", os.path.join(ROOT, "tests", "emulator"),  # shadows cutlass_ext/apq's instruction headers
            "-I", os.path.join(ROOT, "csrc", "cuda"), "-I", os.path.join(ROOT, "cutlass_ext"),
            "-I", cutlass_include_dir()]
     for d in cuda:
         cmd += ["-isystem", d]
-    cmd += [os.path.join(ROOT, "tests", "emulator", "emulate_gemm.cpp"), "-o", lib]
+    cmd += [os.path.join(ROOT, "tests", "emulator", source), "-o", lib]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
-    handle = ctypes.CDLL(lib)
+    return ctypes.CDLL(lib)
+
+
+def build(out_dir):
+    handle = compile_emulator(out_dir, "emulate_gemm.cpp", "apq_emulator.so")
     handle.apq_emulate_bitplane_gemm.restype = ctypes.c_int
     handle.apq_emulate_bitplane_gemm.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int64),
                                                  ctypes.POINTER(ctypes.c_void_p)]
@@ -59,9 +65,10 @@ def _ptr(t):
     return ctypes.c_void_p(t.data_ptr()) if t is not None else ctypes.c_void_p(0)
 
 
-def run(lib, tile, swap, x_planes, w_planes, K, out,
-        x_meta=(None, None, None), w_meta=(None, None, None), group_size=0, bias=None):
-    """x_meta = (rowsum [M,G], scale [M], offset [M]); w_meta = (rowsum [N,G], scale/offset [N,G]).
+def gemm_args(swap, x_planes, w_planes, K, out, x_meta=(None, None, None), w_meta=(None, None, None),
+              group_size=0, bias=None):
+    """The flat argument arrays of tests/emulator/emulated_params.h, oriented like gemm_cuda.cpp.
+    x_meta = (rowsum [M,G], scale [M], offset [M]); w_meta = (rowsum [N,G], scale/offset [N,G]).
     Exact int32 sums when `out` is int32, the affine epilogue otherwise."""
     N = w_planes.shape[1]
     G = 1 if group_size == 0 else -(-K // group_size)
@@ -76,7 +83,10 @@ def run(lib, tile, swap, x_planes, w_planes, K, out,
     ints += [x_planes.shape[2], K, group_size, G, int(out.dtype == torch.int32), ELEM_TYPES[out.dtype],
              *out_strides, ELEM_TYPES[torch.float32 if bias is None else bias.dtype], int(swap)]
     ptrs += [_ptr(out), _ptr(bias)]
-    rc = lib.apq_emulate_bitplane_gemm(TILES[tile], (ctypes.c_int64 * len(ints))(*ints),
-                                       (ctypes.c_void_p * len(ptrs))(*ptrs))
+    return (ctypes.c_int64 * len(ints))(*ints), (ctypes.c_void_p * len(ptrs))(*ptrs)
+
+
+def run(lib, tile, swap, x_planes, w_planes, K, out, *meta, **kwargs):
+    rc = lib.apq_emulate_bitplane_gemm(TILES[tile], *gemm_args(swap, x_planes, w_planes, K, out, *meta, **kwargs))
     assert rc == 0
     return out

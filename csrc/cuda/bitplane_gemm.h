@@ -87,7 +87,8 @@ struct KWindows {
 
 // Tile shapes of the fused kernel; one instantiation each (bitplane_gemm_sm80_*.cu).
 // A block stacks the planes of stack_a / a.bits rows of a and stack_b / b.bits rows of b.
-enum class TileConfig : int { Large = 0, Skinny = 1 };
+// Bgmma is the sm_90a wgmma kernel (bgmma_gemm.h), another kernel with its own stacking.
+enum class TileConfig : int { Large = 0, Skinny = 1, Bgmma = 2 };
 struct TileShape {
   int stack_a, stack_b;
 };
@@ -99,6 +100,8 @@ const char* tile_config_name(TileConfig c);
 void launch_bitplane_gemm_large(const BitplaneGemmParams& p, void* stream);
 void launch_bitplane_gemm_skinny(const BitplaneGemmParams& p, void* stream);
 void launch_bitplane_gemm(TileConfig c, const BitplaneGemmParams& p, void* stream);
+// The sm_90a BGMMA kernel (bgmma_gemm_sm90a.cu); the caller checks the GPU is sm_90.
+void launch_bgmma_gemm(const BitplaneGemmParams& p, void* stream);
 
 // Dynamic shared memory of one block (the large tile needs more than sm_86/sm_89 offer).
 int bitplane_gemm_smem_bytes_large();

@@ -2,6 +2,7 @@
 // fused bit-plane GEMM (or, with APQ_GEMM_PATH=baseline, the CUTLASS baseline).
 #include "../checks.h"
 #include "../ops.h"
+#include "bgmma_gemm.h"
 #include "bitplane_gemm.h"
 #include "kernel_map.h"
 
@@ -80,6 +81,9 @@ void run(const char* op, BitplaneGemmParams p, const Tensor& like) {
   const bool capturing = at::cuda::currentStreamCaptureStatus() != at::cuda::CaptureStatus::None;
   KernelChoice choice = cuda::choose_kernel(key, capturing, time_candidate);
   if (!fits(choice.tile)) choice.tile = cuda::TileConfig::Skinny;
+  TORCH_CHECK_NOT_IMPLEMENTED(choice.tile != cuda::TileConfig::Bgmma || key.arch == 90, op,
+                              ": the BGMMA kernel (APQ_GEMM_KERNEL=bgmma,...) needs an sm_90 GPU (H100/H200): "
+                              "wgmma b1 exists only on sm_90a; this GPU is sm_", key.arch);
   cuda::launch_bitplane_gemm(choice.tile, oriented(choice), stream);
 }
 
@@ -122,15 +126,20 @@ cuda::ElemType elem_type_of(at::ScalarType t) {
 
 namespace cuda {
 void launch_bitplane_gemm(TileConfig c, const BitplaneGemmParams& p, void* stream) {
-  if (c == TileConfig::Large) {
-    launch_bitplane_gemm_large(p, stream);
-  } else {
-    launch_bitplane_gemm_skinny(p, stream);
+  switch (c) {
+    case TileConfig::Large: launch_bitplane_gemm_large(p, stream); break;
+    case TileConfig::Skinny: launch_bitplane_gemm_skinny(p, stream); break;
+    case TileConfig::Bgmma: launch_bgmma_gemm(p, stream); break;
   }
 }
 
 int bitplane_gemm_smem_bytes(TileConfig c) {
-  return c == TileConfig::Large ? bitplane_gemm_smem_bytes_large() : bitplane_gemm_smem_bytes_skinny();
+  switch (c) {
+    case TileConfig::Large: return bitplane_gemm_smem_bytes_large();
+    case TileConfig::Skinny: return bitplane_gemm_smem_bytes_skinny();
+    case TileConfig::Bgmma: return BgmmaTile::kSmemBytes;
+  }
+  return 0;
 }
 }  // namespace cuda
 

@@ -14,7 +14,14 @@
 
 namespace apq::cuda {
 
-const char* tile_config_name(TileConfig c) { return c == TileConfig::Large ? "large" : "skinny"; }
+const char* tile_config_name(TileConfig c) {
+  switch (c) {
+    case TileConfig::Large: return "large";
+    case TileConfig::Skinny: return "skinny";
+    case TileConfig::Bgmma: return "bgmma";
+  }
+  return "?";
+}
 
 std::string describe(const KernelChoice& c) {
   return std::string(tile_config_name(c.tile)) + (c.swap_ab ? ",swap" : ",noswap");
@@ -22,9 +29,10 @@ std::string describe(const KernelChoice& c) {
 
 namespace {
 
-// Rows: the largest stacked activation tile (M * x_bits) the entry serves. sm_80 ... sm_90
-// share it: both run the mma.sync kernel. Decode (a few tokens) puts the weights on the
-// MMA's 16-row side so the b1 tiles are full; from 128 stacked rows on, plain order.
+// Rows: the largest stacked activation tile (M * x_bits) the entry serves, for the mma.sync
+// kernel of sm_80 ... sm_90 (sm_90 leaves it for the BGMMA kernel from kBgmmaMinStackedM
+// stacked rows on, see table_choice). Decode (a few tokens) puts the weights on the MMA's
+// 16-row side so the b1 tiles are full; from 128 stacked rows on, plain order.
 struct TableRow {
   int64_t max_stacked_m;
   KernelChoice choice;
@@ -54,8 +62,13 @@ std::filesystem::path cache_path() {
   return std::filesystem::path(home ? home : ".") / ".cache" / "apq_torch" / "autotune.txt";
 }
 
+constexpr TileConfig kAllTiles[] = {TileConfig::Large, TileConfig::Skinny, TileConfig::Bgmma};
+// From this many stacked activation rows on, sm_90 runs the BGMMA kernel (256 stacked rows
+// of a per block; below, the mma.sync table rows with swap-AB fill the tiles better).
+constexpr int64_t kBgmmaMinStackedM = 129;
+
 bool parse_choice(const std::string& text, KernelChoice& out) {
-  for (TileConfig t : {TileConfig::Large, TileConfig::Skinny}) {
+  for (TileConfig t : kAllTiles) {
     for (bool swap : {false, true}) {
       if (text == describe({t, swap})) {
         out = {t, swap};
@@ -112,6 +125,7 @@ bool autotune_enabled() {
 
 KernelChoice table_choice(const GemmShapeKey& key) {
   const int64_t stacked_m = key.M * key.x_bits;
+  if (key.arch == 90 && stacked_m >= kBgmmaMinStackedM) return {TileConfig::Bgmma, false};
   for (const TableRow& row : kTable) {
     if (stacked_m <= row.max_stacked_m) return row.choice;
   }
@@ -123,7 +137,7 @@ KernelChoice choose_kernel(const GemmShapeKey& key, bool capturing,
   if (const char* forced = std::getenv("APQ_GEMM_KERNEL"); forced && *forced) {
     KernelChoice c;
     TORCH_CHECK(parse_choice(forced, c), "APQ_GEMM_KERNEL must be one of large,noswap large,swap ",
-                "skinny,noswap skinny,swap; got '", forced, "'");
+                "skinny,noswap skinny,swap bgmma,noswap bgmma,swap (sm_90 only); got '", forced, "'");
     return c;
   }
   if (!autotune_enabled()) return table_choice(key);
@@ -135,7 +149,8 @@ KernelChoice choose_kernel(const GemmShapeKey& key, bool capturing,
   if (capturing) return table_choice(key);
   KernelChoice best = table_choice(key);
   double best_time = time_candidate(best);
-  for (TileConfig t : {TileConfig::Large, TileConfig::Skinny}) {
+  for (TileConfig t : kAllTiles) {
+    if (t == TileConfig::Bgmma && key.arch != 90) continue;  // wgmma b1: sm_90a only
     for (bool swap : {false, true}) {
       const KernelChoice c{t, swap};
       if (c.tile == best.tile && c.swap_ab == best.swap_ab) continue;

@@ -25,7 +25,8 @@ struct GemmShapeKey {
 // The shipped table.
 KernelChoice table_choice(const GemmShapeKey& key);
 
-// APQ_GEMM_KERNEL="<large|skinny>,<swap|noswap>" forces a choice (tests, benchmarks);
+// APQ_GEMM_KERNEL="<large|skinny|bgmma>,<swap|noswap>" forces a choice (tests, benchmarks;
+// bgmma only on sm_90);
 // otherwise the table, or with APQ_AUTOTUNE=1 the fastest candidate measured by `time_candidate`
 // (seconds), cached per (arch, M bucket, N, K, bits, grouped) in memory and on disk
 // ($APQ_AUTOTUNE_CACHE, default ~/.cache/apq_torch/autotune.txt). Several processes may
