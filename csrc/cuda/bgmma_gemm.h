@@ -55,6 +55,7 @@ struct BgmmaTile {
   static_assert(kStages * kStageBytes >= kSlots * kColBlocks * 2 * kConsumerThreads * 4,
                 "the stage buffers hold every U of a one-window call");
   static_assert(kConsumerRegisters * 128 * kConsumers + kProducerRegisters * 128 <= 65536, "one block per SM");
+  static_assert(kSmemBytes <= 227 * 1024, "sm_90 gives a block at most 227 KiB of shared memory");
 };
 
 struct BgmmaGeometry {

@@ -195,7 +195,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
 #pragma unroll
     for (int v = 0; v < 32; ++v) acc[i][v] = 0;  // tiles never issued must read as zero
   uint32_t a_frag[2][Tile::kMmaTiles][4];  // double-buffered: a wgmma reads its A until it completes
-  bool accumulate = false;                 // false for the first wgmma of a window
+  uint32_t accumulate = 0;                 // 0 for the first wgmma of a window, else 1
 
   // Thread-private output arrays, entry o of this thread at [o * kConsumerThreads + ctid].
   const int ctid = tid - 128;
@@ -229,7 +229,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     ext::gmma_wait<1>();
 #pragma unroll
     for (int i = 0; i < kTiles; ++i) ext::gmma_fence_operands(acc[i]);
-    accumulate = true;
+    accumulate = 1;
   };
   using ThreeTiles = std::integral_constant<int, 3>;
   using FourTiles = std::integral_constant<int, 4>;
@@ -279,7 +279,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
         if (last) epilogue::store_float(p, ra, rb, r);
       }
     }
-    accumulate = false;
+    accumulate = 0;
   };
 
   // ---- main loop: K in stages. Whole stages inside a window run four pipelined steps each
@@ -295,9 +295,10 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     phase ^= stage == 0;
     ext::mbarrier_wait(&full[stage], phase);
   };
-  const bool releaser = tid % 128 == 0;  // one arrival per consumer warpgroup
+  uint32_t releaser = tid % 128 == 0;  // one arrival per consumer warpgroup
+  cute::warpgroup_fence_operand(releaser);  // computed once, not per stage
   auto release = [&] {  // after an issue's wait the wgmmas of the previous stage are complete
-    ext::mbarrier_arrive_if(&empty[release_stage < 0 ? 0 : release_stage], release_stage >= 0 && releaser);
+    ext::mbarrier_arrive_if(&empty[release_stage < 0 ? 0 : release_stage], release_stage >= 0 && releaser != 0);
     release_stage = -1;
   };
   while (true) {
