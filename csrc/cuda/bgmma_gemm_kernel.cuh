@@ -42,8 +42,34 @@ namespace bgmma {
 
 using Acc = uint32_t[BgmmaTile::kMmaTiles][32];  // [m64 tile][wgmma D register]
 
+// D register of (row half h, column block j, column e) for the thread of warp w, lane 4g + t:
+// row 16w + g + 8h, column 8j + 2t + e. A register r: row 16w + g + 8 (r % 2), K bits
+// 32t + 128 (r / 2) .. + 31 (what the ldmatrix routing below loads).
+constexpr int d_register(int h, int j, int e) { return 4 * j + 2 * h + e; }
+
+// Both against the atom's CuTe layouts ((thread, value) -> m + 64 n, resp. m + 64 k), for
+// threads that step every lane and warp bit (the layouts are affine in them).
+constexpr bool fragments_match_the_atom() {
+  using Traits = cute::MMA_Traits<ext::BgmmaAtom>;
+  for (int thread : {0, 1, 2, 4, 8, 16, 32, 64, 127}) {
+    const int w = thread / 32, g = thread % 32 / 4, t = thread % 4;
+    for (int h = 0; h < 2; ++h)
+      for (int j = 0; j < 8; ++j)
+        for (int e = 0; e < 2; ++e)
+          if (typename Traits::CLayout{}(thread, d_register(h, j, e)) != 16 * w + g + 8 * h + 64 * (8 * j + 2 * t + e))
+            return false;
+    for (int r = 0; r < 4; ++r)
+      for (int bit : {0, 1, 31})
+        if (typename Traits::ALayout{}(thread, bit + 32 * r) !=
+            16 * w + g + 8 * (r % 2) + 64 * (32 * t + 128 * (r / 2) + bit))
+          return false;
+  }
+  return true;
+}
+static_assert(fragments_match_the_atom(), "the kernel's fragment bookkeeping disagrees with the atom");
+
 // The accumulator of slot s (m64 tile s / 2, row half s % 2), column block j, column e.
-__device__ __forceinline__ uint32_t& at(Acc& acc, int s, int j, int e) { return acc[s / 2][4 * j + 2 * (s % 2) + e]; }
+__device__ __forceinline__ uint32_t& at(Acc& acc, int s, int j, int e) { return acc[s / 2][d_register(s % 2, j, e)]; }
 
 // U for every output: columns first (plane q of column block jb is block q * Rb + jb),
 // then slots (plane p of slot r is slot p * Ra + r). Each level adds the upper half of a

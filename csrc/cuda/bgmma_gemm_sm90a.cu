@@ -1,5 +1,5 @@
 // Launch of the sm_90a BGMMA kernel (one instantiation). Its body exists in the sm_90a code
-// only; callers check the GPU first (gemm_cuda.cpp refuses every other architecture).
+// only: other GPUs are refused here (and before, with the op's name, in gemm_cuda.cpp).
 #include "bgmma_gemm_kernel.cuh"
 
 #include <c10/cuda/CUDAException.h>
@@ -33,10 +33,15 @@ void launch_bgmma_gemm(const BitplaneGemmParams& p, void* stream) {
               " rows exceed the launch grid of the BGMMA kernel");
   if (l.grid_a == 0 || l.grid_b == 0) return;
   auto* kernel = &bgmma_gemm_kernel<BgmmaTile>;
-  static bool configured[64] = {};  // more than 48 KiB of shared memory: opt in once per device
+  static bool configured[64] = {};  // checked and opted in to > 48 KiB of shared memory, per device
   int device = 0;
   C10_CUDA_CHECK(cudaGetDevice(&device));
   if (device >= 64 || !configured[device]) {
+    int major = 0, minor = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+    TORCH_CHECK_NOT_IMPLEMENTED(major == 9 && minor == 0, "apq: the BGMMA kernel needs an sm_90 GPU (its body ",
+                                "exists only in the sm_90a code); this GPU is sm_", major, minor);
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, BgmmaTile::kSmemBytes));
     if (device < 64) configured[device] = true;
   }

@@ -11,11 +11,6 @@
 namespace apq::ext {
 
 struct SM90_64x64x256_S32U1U1_RS_TN_ANDPOPC {
-  using DRegisters = void;
-  using ARegisters = uint32_t[4];
-  using BRegisters = uint64_t[1];
-  using CRegisters = uint32_t[32];
-
   static void fma(uint32_t const& a0, uint32_t const& a1, uint32_t const& a2, uint32_t const& a3,
                   uint64_t const& desc_b, uint32_t& d00, uint32_t& d01, uint32_t& d02, uint32_t& d03, uint32_t& d04,
                   uint32_t& d05, uint32_t& d06, uint32_t& d07, uint32_t& d08, uint32_t& d09, uint32_t& d10,
