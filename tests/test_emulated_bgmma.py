@@ -84,16 +84,16 @@ def qmatmul_case(lib, M, N, K, bx, bw, x_fmt, w_fmt, group_size, out_dtype, bias
     assert bool((error <= bound).all()), (error - bound).max()
 
 
-@pytest.mark.parametrize("group_size", [0, 64, 128, 256])
-def test_qmatmul_groups_formats_dtypes(lib, group_size, gen):
-    # groups end inside 256-bit steps (64, 128), on them (256) or nowhere (0); K = 1100 leaves a
-    # last group of 76 bits and a partial stage
+@pytest.mark.parametrize("group_size,K", [(0, 1100), (64, 1100), (128, 1100), (256, 1100), (1024, 3500)])
+def test_qmatmul_groups_formats_dtypes(lib, group_size, K, gen):
+    # groups end inside 256-bit steps (64, 128), on them (256), on stages (1024: the steady
+    # loop stops at a window end) or nowhere (0); the last group is short, the last stage partial
     cases = [(4, 3, "unsigned", "bipolar", torch.float32, None, False),
              (2, 4, "signed", "unsigned", torch.float16, torch.float32, True),
              (1, 1, "bipolar", "unsigned", torch.bfloat16, torch.bfloat16, False),
              (8, 2, "unsigned", "signed", torch.float32, torch.float16, True)]
     for bx, bw, x_fmt, w_fmt, out_dtype, bias_dtype, swap in cases:
-        qmatmul_case(lib, 5, 7, 1100, bx, bw, x_fmt, w_fmt, group_size, out_dtype, bias_dtype, swap, gen)
+        qmatmul_case(lib, 5, 7, K, bx, bw, x_fmt, w_fmt, group_size, out_dtype, bias_dtype, swap, gen)
 
 
 def test_qmatmul_long_K_splits_into_exact_windows(lib, gen):
