@@ -1,13 +1,17 @@
 """Static instruction mix of the CUDA GEMM kernels' steady-state main loops, from their SASS.
 
-For every GEMM kernel (the fused bit-plane kernels and CUTLASS's b1 baseline) and every arch
-in the built extension, this finds the main loop, the innermost loop that both issues the
-k-tile copies (LDGSTS) and multiplies (BMMA), and counts the instructions of one iteration
-in steady state: the shortest path from the loop's head to its back edge that passes every
-block holding a copy or an MMA (inner loops taken once, forward branches around copies or
-MMAs not taken). Reported: MMAs, other instructions, their ratio, a breakdown by kind, and
-the kernel's registers and shared memory (cuobjdump -res-usage). No GPU is needed: this is
-what the compiler emitted, not a measurement of speed.
+For every GEMM kernel (the fused bit-plane kernels, CUTLASS's b1 baseline and the sm_90a
+BGMMA kernel) and every arch in the built extension, this finds the main loop and counts the
+instructions of one iteration in steady state. mma.sync kernels: the innermost loop that both
+issues the k-tile copies (LDGSTS) and multiplies (BMMA), along the shortest path from its head
+to its back edge that passes every block holding a copy or an MMA (inner loops taken once,
+forward branches around copies or MMAs not taken). BGMMA: its consumers' loop per 1024-bit
+stage (wait for the stage's mbarrier, four 256-bit steps of ldmatrix, wgmma fence, one BGMMA
+per m64 tile, commit, wait, give the stage back), compiled twice, for 4 and for 3 m64 tiles
+(a_bits 3, 5, 6 leave the fourth empty); both are straight-line from head to back edge.
+Reported: MMAs, other instructions, their ratio, a breakdown by kind, and the kernel's
+registers and shared memory (cuobjdump -res-usage). No GPU is needed: this is what the
+compiler emitted, not a measurement of speed.
 
     python bench/sass_mix.py [--binary FILE | --sass FILE] [--out bench/results]
 
@@ -25,13 +29,15 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-GEMM_KERNELS = ("bitplane_gemm_kernel", "OpAndPopc")
+GEMM_KERNELS = ("bitplane_gemm_kernel", "OpAndPopc", "bgmma_gemm_kernel")
 INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
 TARGET = re.compile(r"\b0x([0-9a-f]+)\b")
 KINDS = [  # (kind, opcode prefixes), first match wins
-    ("mma", ("BMMA", "HMMA", "IMMA")),
+    ("mma", ("BMMA", "HMMA", "IMMA", "BGMMA", "HGMMA", "IGMMA", "QGMMA")),
     ("ldsm", ("LDSM",)),
     ("ldgsts", ("LDGSTS",)),
+    ("wgmma_sync", ("WARPGROUP",)),
+    ("mbarrier", ("SYNCS",)),
     ("sync", ("BAR", "DEPBAR", "LDGDEPBAR", "WARPSYNC")),
     ("branch", ("BRA", "BRX", "JMP", "EXIT", "RET", "CALL", "BSSY", "BSYNC")),
     ("address/integer", ("IMAD", "IADD", "LEA", "LOP", "SHF", "SEL", "ISETP", "MOV", "IABS", "PRMT", "UIADD",
@@ -86,6 +92,22 @@ def main_loop(instructions):
         if any(kind_of(op) == "mma" for op in ops) and any(op.startswith("LDGSTS") for op in ops):
             candidates.append((hi - lo, lo, hi))
     return min(candidates)[1:] if candidates else None
+
+
+def bgmma_steady_loops(instructions):
+    """Mix of each innermost loop that issues BGMMA, most MMAs first (the BGMMA kernel's
+    consumer loop for 4 and for 3 m64 tiles)."""
+    loops = []
+    for addr, opcode, text in instructions:
+        m = TARGET.search(text) if is_branch(opcode) else None
+        if m and int(m.group(1), 16) <= addr:
+            lo = int(m.group(1), 16)
+            body = [i for i in instructions if lo <= i[0] <= addr]
+            if any(op.startswith("BGMMA") for _, op, _ in body):
+                loops.append((lo, addr, body))
+    innermost = [(lo, hi, body) for lo, hi, body in loops
+                 if not any(lo <= lo2 and hi2 <= hi and (lo2, hi2) != (lo, hi) for lo2, hi2, _ in loops)]
+    return sorted(({"loop": [hex(lo), hex(hi)], **mix(body)} for lo, hi, body in innermost), key=lambda e: -e["mma"])
 
 
 def hot_path(instructions, lo, hi):
@@ -170,6 +192,8 @@ def resource_usage(text):
 
 
 def short_name(function):
+    if "bgmma_gemm_kernel" in function:
+        return "bgmma (3 warpgroups, 256 x 128 stacked rows, 3 stages)"
     if "OpAndPopc" in function:
         return "cutlass_b1_baseline"
     m = re.search(r"RegisterTileILi(\d+)ELi(\d+)ELi(\d+)ELi(\d+)ELi(\d+)E", function)
@@ -213,9 +237,13 @@ def analyse(sass_text, usage_text):
         for name, instructions in functions.items():
             if not any(k in name for k in GEMM_KERNELS):
                 continue
-            loop = main_loop(instructions)
             entry = {"arch": arch, "kernel": short_name(name), "function": name,
                      "instructions": len(instructions), **usage.get(arch, {}).get(name, {})}
+            if "bgmma_gemm_kernel" in name:  # one row per steady loop; none where the body is empty
+                for loop in bgmma_steady_loops(instructions):
+                    report.append({**entry, "kernel": f"{entry['kernel']}, {loop['mma'] // 4} m64 tiles", **loop})
+                continue
+            loop = main_loop(instructions)
             if loop:
                 path = hot_path(instructions, *loop)
                 entry.update({"loop": [hex(loop[0]), hex(loop[1])], **mix(path)})
@@ -225,16 +253,20 @@ def analyse(sass_text, usage_text):
 
 def markdown(report, occupancy):
     lines = ["# Instruction mix of the GEMM kernels' main loops (static, from SASS)", "",
-             "One steady-state iteration of each kernel's main loop (one k-tile: the shortest path through",
-             "every copy and MMA of the innermost loop that holds both), counted from `cuobjdump -sass`",
-             "by `bench/sass_mix.py`. Not a timing: no GPU ran these kernels.", "",
-             "| arch | kernel | MMA | other | other per MMA | LDSM | LDGSTS | sync | branch | addr/int | regs | smem (static) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "One steady-state iteration of each kernel's main loop, counted from `cuobjdump -sass` by",
+             "`bench/sass_mix.py`: mma.sync kernels one 512-bit k-tile (the shortest path through every",
+             "copy and MMA of the innermost loop that holds both), BGMMA one 1024-bit stage of a consumer",
+             "warpgroup (for 4 and for 3 m64 tiles; its registers are ptxas' 168 per thread before",
+             "`setmaxnreg` gives the consumers 232). Not a timing: no GPU ran these kernels.", "",
+             "| arch | kernel | MMA | other | other per MMA | LDSM | LDGSTS | sync | wgmma sync | mbarrier | branch "
+             "| addr/int | regs | smem (static) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for e in report:
         k = e.get("by_kind", {})
         lines.append(f"| {e['arch']} | {e['kernel']} | {e.get('mma', '-')} | {e.get('non_mma', '-')} | "
                      f"{e.get('non_mma_per_mma', '-')} | {k.get('ldsm', 0)} | {k.get('ldgsts', 0)} | "
-                     f"{k.get('sync', 0)} | {k.get('branch', 0)} | {k.get('address/integer', 0)} | "
+                     f"{k.get('sync', 0)} | {k.get('wgmma_sync', 0)} | {k.get('mbarrier', 0)} | {k.get('branch', 0)} | "
+                     f"{k.get('address/integer', 0)} | "
                      f"{e.get('registers', '-')} | {e.get('shared', '-')} |")
     lines += ["", "## Plane-slot occupancy (share of MMA rows holding planes, by a_bits row, b_bits column)", ""]
     for tile, rows in occupancy.items():

@@ -89,6 +89,19 @@ def test_split_k_plans_a_wave_for_decode(lib):
     assert p["grid_z"] == 5  # 15 k-tiles in granules of 3, at least 2 k-tiles each
 
 
+def test_bgmma_is_planned_on_sm90_only(lib):
+    # 2-bit operands: a thread holds 4 real rows of a (block: 128) and 4 column blocks of b
+    # (block: 2 x 32); 3 warpgroups, the whole ring and the output arrays in shared memory
+    p = emu.plan(lib, "bgmma,noswap", 300, 70, 4097, 2, 2, device=emu.H100)
+    assert (p["grid_x"], p["grid_y"], p["grid_z"], p["threads"]) == (3, 2, 1, 384)
+    assert p["smem_bytes"] == 3 * 384 * 128 + 2 * 32 * 256 * 4 + 2 * 3 * 8 + 1024 and p["workspace_bytes"] == 0
+    p = emu.plan(lib, "bgmma,swap", 300, 70, 4097, 2, 2, device=emu.H100)  # the 70 weight rows on x
+    assert (p["grid_x"], p["grid_y"]) == (1, 5)
+    for device in (emu.A100, SM86):
+        with pytest.raises(emu.Refused, match=r"wgmma b1 tensor cores of sm_90a \(H100, H200\), this GPU is sm_8"):
+            emu.plan(lib, "bgmma,noswap", 300, 70, 4097, 2, 2, device=device)
+
+
 def test_arch_without_b1_tensor_cores_is_refused(lib, gen):
     xp, wp, out = gemm_operands(2, 2, 64, 1, 1, gen)
     blackwell = (100, 148, 232448, 2**31 - 1, 65535, 65535)

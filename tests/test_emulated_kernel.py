@@ -5,7 +5,7 @@ layouts and cp.async landing only at its wait_group. It checks the kernel's plan
 copy plan, pipeline, K-windows, register recovery, epilogue, swap-AB and split-K bit for bit
 without a GPU: gemm with `==` against the CPU op, qmatmul within fp32/fp16/bf16 rounding of
 it. What it cannot see: the timing of real hardware (bank conflicts, the memory order of
-blocks running at once); tests/test_cuda_gemm.py covers those on a device."""
+blocks running at once); the op tests' cuda-* cases cover those on a device."""
 
 import itertools
 

@@ -75,9 +75,11 @@ constexpr int64_t exact_window_bits(int a_bits, int b_bits) {
 struct KWindows {
   int64_t padded_bits, group_bits, K, G, window_bits;
   bool exact;
-  APQ_HD static KWindows of(const BitplaneGemmParams& p) {
+  APQ_HD static KWindows of(const BitplaneGemmParams& p) { return of(p, p.window_bits); }
+  // With a window length the kernel fixes at compile time (at most p.window_bits' worst case).
+  APQ_HD static KWindows of(const BitplaneGemmParams& p, int64_t window_bits) {
     const int64_t padded = p.words * 32;
-    return {padded, p.group_size > 0 ? p.group_size : padded, p.K, p.G, p.window_bits, p.exact};
+    return {padded, p.group_size > 0 ? p.group_size : padded, p.K, p.G, window_bits, p.exact};
   }
   // Where the data ends: the end of the last group (later padding bits are zero and skipped).
   APQ_HD int64_t end_bits() const { return group_end(G - 1); }

@@ -57,6 +57,7 @@ void launch(cuda::LaunchPlan plan, const Tensor& like, cudaStream_t stream) {
   switch (plan.kernel) {
     case cuda::KernelId::Wide: cuda::launch_wide(plan, stream); break;
     case cuda::KernelId::Narrow: cuda::launch_narrow(plan, stream); break;
+    case cuda::KernelId::Bgmma: cuda::launch_bgmma(plan, stream); break;
   }
   cuda::launch_split_k_reduce(plan, stream);
 }

@@ -2,6 +2,8 @@
 // extension and, unchanged, into the CPU emulator (tests/emulator).
 #include "gemm_plan.h"
 
+#include "bgmma_gemm.h"
+
 #include <algorithm>
 #include <sstream>
 #include <utility>
@@ -23,7 +25,10 @@ std::string variant_names() {
 
 const TileGeometry& tile_geometry(KernelId k) { return k == KernelId::Wide ? kWideGeometry : kNarrowGeometry; }
 
-int min_arch(KernelId) { return 80; }
+ArchRange arch_range(KernelId k) {
+  if (k == KernelId::Bgmma) return {90, 90, "the wgmma b1 tensor cores of sm_90a (H100, H200)"};
+  return {80, 90, "the mma.sync b1 tensor cores of sm_80 ... sm_90"};
+}
 
 BitplaneGemmParams make_params(const GemmProblem& problem, bool swap_ab) {
   BitplaneGemmParams p;
@@ -83,10 +88,14 @@ int64_t split_bits(const BitplaneGemmParams& p, int64_t tiles, const DeviceLimit
 
 }  // namespace
 
-LaunchPlan plan_launch(const GemmProblem& problem, const KernelVariant& variant, const DeviceLimits& device) {
-  LaunchPlan plan;
-  plan.kernel = variant.kernel;
-  plan.params = make_params(problem, variant.swap_ab);
+namespace {
+
+// The shape of a call's launch before the device limits are checked.
+struct LaunchShape {
+  int64_t grid_a, grid_b, splits;
+};
+
+LaunchShape shape_register_tile(LaunchPlan& plan, const KernelVariant& variant, const DeviceLimits& device) {
   BitplaneGemmParams& p = plan.params;
   const TileGeometry& tile = tile_geometry(variant.kernel);
   const KWindows windows = KWindows::of(p);
@@ -103,22 +112,42 @@ LaunchPlan plan_launch(const GemmProblem& problem, const KernelVariant& variant,
     plan.workspace_bytes = splits * p.a.rows * p.b.rows * 4;
     plan.reduce_blocks = static_cast<unsigned>(ceil_div(p.a.rows * p.b.rows, kReduceThreads));
   }
+  return {grid_a, grid_b, splits};
+}
+
+LaunchShape shape_bgmma(LaunchPlan& plan) {
+  plan.params.window_bits = BgmmaTile::kWindowBits;  // what the kernel uses, fixed at compile time
+  const BgmmaGeometry geo = BgmmaGeometry::of(plan.params);
+  plan.threads = BgmmaTile::kThreads;
+  plan.smem_bytes = BgmmaTile::kSmemBytes;
+  return {ceil_div(plan.params.a.rows, geo.rows_a), ceil_div(plan.params.b.rows, geo.rows_b), 1};
+}
+
+}  // namespace
+
+LaunchPlan plan_launch(const GemmProblem& problem, const KernelVariant& variant, const DeviceLimits& device) {
+  LaunchPlan plan;
+  plan.kernel = variant.kernel;
+  plan.params = make_params(problem, variant.swap_ab);
+  const LaunchShape shape =
+      variant.kernel == KernelId::Bgmma ? shape_bgmma(plan) : shape_register_tile(plan, variant, device);
+  const ArchRange archs = arch_range(variant.kernel);
   std::ostringstream why;
-  if (device.arch < min_arch(variant.kernel) || device.arch > 90) {
-    why << "it needs the mma.sync b1 tensor cores of sm_" << min_arch(variant.kernel) << " ... sm_90, this GPU is sm_"
-        << device.arch;
+  if (device.arch < archs.min_arch || device.arch > archs.max_arch) {
+    why << "it needs " << archs.instructions << ", this GPU is sm_" << device.arch;
   } else if (plan.smem_bytes > device.smem_per_block) {
     why << "its block needs " << plan.smem_bytes << " bytes of shared memory, this GPU gives a block "
         << device.smem_per_block;
-  } else if (grid_a > device.max_grid_x || grid_b > device.max_grid_y || splits > device.max_grid_z) {
-    why << "its launch grid (" << grid_a << " x " << grid_b << " x " << splits << " blocks) exceeds the GPU's limit ("
-        << device.max_grid_x << " x " << device.max_grid_y << " x " << device.max_grid_z << ")";
+  } else if (shape.grid_a > device.max_grid_x || shape.grid_b > device.max_grid_y || shape.splits > device.max_grid_z) {
+    why << "its launch grid (" << shape.grid_a << " x " << shape.grid_b << " x " << shape.splits
+        << " blocks) exceeds the GPU's limit (" << device.max_grid_x << " x " << device.max_grid_y << " x "
+        << device.max_grid_z << ")";
   }
   plan.refusal = why.str();
   if (plan.refusal.empty()) {
-    plan.grid[0] = static_cast<unsigned>(grid_a);
-    plan.grid[1] = static_cast<unsigned>(grid_b);
-    plan.grid[2] = static_cast<unsigned>(splits);
+    plan.grid[0] = static_cast<unsigned>(shape.grid_a);
+    plan.grid[1] = static_cast<unsigned>(shape.grid_b);
+    plan.grid[2] = static_cast<unsigned>(shape.splits);
   }
   return plan;
 }

@@ -45,7 +45,9 @@ struct DeviceLimits {
 };
 
 // The kernels that can run a call (one instantiation each, bitplane_gemm_sm80_*.cu).
-enum class KernelId : int { Wide = 0, Narrow = 1 };
+// Wide and Narrow: the register-recovery mma.sync kernel (bitplane_gemm_sm80_*.cu); Bgmma: the
+// sm_90a wgmma kernel (bgmma_gemm_sm90a.cu, bgmma_gemm.h).
+enum class KernelId : int { Wide = 0, Narrow = 1, Bgmma = 2 };
 
 // A runnable variant: a kernel and how the operands are put to it. The names are what
 // APQ_GEMM_KERNEL takes and the autotune cache stores; a new kernel is a KernelId, its
@@ -65,6 +67,8 @@ inline constexpr KernelVariant kVariants[] = {
     {"narrow,swap", KernelId::Narrow, true, false},
     {"narrow,noswap,splitk", KernelId::Narrow, false, true},
     {"narrow,swap,splitk", KernelId::Narrow, true, true},
+    {"bgmma,noswap", KernelId::Bgmma, false, false},
+    {"bgmma,swap", KernelId::Bgmma, true, false},
 };
 const KernelVariant* find_variant(std::string_view name);  // nullptr: unknown
 std::string variant_names();                                // "a, b, c" for error messages
@@ -89,8 +93,14 @@ struct TileGeometry {
 // wide = 2 x 4 warps of 64 x 64 stacked rows, narrow = 4 x 1 warps of 64 x 32; 4 stages each.
 inline constexpr TileGeometry kWideGeometry{8, 8, 2, 16, 4, 4, 256, 4 * (128 + 256) * 64, false};
 inline constexpr TileGeometry kNarrowGeometry{8, 8, 4, 8, 4, 1, 128, 4 * (256 + 32) * 64, true};
-const TileGeometry& tile_geometry(KernelId k);
-int min_arch(KernelId k);  // kernels run on min_arch ... 90 (mma.sync b1 is sm_80 ... sm_90)
+const TileGeometry& tile_geometry(KernelId k);  // Wide or Narrow
+
+// The GPUs a kernel runs on: sm_min_arch ... sm_max_arch, which have `instructions`.
+struct ArchRange {
+  int min_arch, max_arch;
+  const char* instructions;
+};
+ArchRange arch_range(KernelId k);
 
 // The kernel parameters of a problem, x on side a (or w, under swap-AB).
 BitplaneGemmParams make_params(const GemmProblem& problem, bool swap_ab);
@@ -123,6 +133,7 @@ int64_t baseline_workspace_elems(const BitplaneGemmParams& p);
 // calls of several K-windows, an fp32 accumulator of a.rows * b.rows.
 void launch_wide(const LaunchPlan& plan, void* stream);
 void launch_narrow(const LaunchPlan& plan, void* stream);
+void launch_bgmma(const LaunchPlan& plan, void* stream);
 void launch_split_k_reduce(const LaunchPlan& plan, void* stream);  // no-op without split-K
 void launch_baseline_gemm(const BitplaneGemmParams& p, int32_t* workspace, float* accumulator, void* stream);
 

@@ -19,28 +19,33 @@ namespace apq::cuda {
 
 namespace {
 
-// Rows: the largest stacked activation tile (M * x_bits) the entry serves, and the variants
-// in order of preference: the first that can run the call is taken (the wide tile's fp32
-// results of K-groups need more shared memory than some GPUs give a block; a grid too large
-// on y goes to x when swapped). sm_80 ... sm_90 share it: all run the mma.sync kernel. Decode
+// Rows: the GPUs (arch, 0 = any) and largest stacked activation tile (M * x_bits) the entry
+// serves, and the variants in order of preference: the first row that matches, then its first
+// variant that can run the call (the wide tile's fp32 results of K-groups need more shared
+// memory than some GPUs give a block; a grid too large on y goes to x when swapped). Decode
 // (a few tokens) puts the weights on the MMA's 16-row side, the activations in one block
 // column, and splits K until the SMs are busy (split-K plans one split when the output tiles
-// alone fill them); from 256 stacked rows on, plain order.
+// alone fill them); from 256 stacked rows on, plain order. sm_90 runs the BGMMA kernel from
+// 129 stacked rows on (256 stacked rows of a per block; below, swap-AB fills the tiles better).
 struct TableRow {
+  int arch;
   int64_t max_stacked_m;
-  const char* preference[4];  // nullptr ends the list
+  const char* preference[6];  // nullptr ends the list
 };
+constexpr int64_t kAnyM = std::numeric_limits<int64_t>::max();
 constexpr TableRow kTable[] = {
-    {32, {"narrow,swap,splitk", "wide,swap,splitk"}},
-    {256, {"wide,swap,splitk", "narrow,swap,splitk"}},
-    {std::numeric_limits<int64_t>::max(),
-     {"wide,noswap,splitk", "narrow,noswap,splitk", "wide,swap,splitk", "narrow,swap,splitk"}},
+    {0, 32, {"narrow,swap,splitk", "wide,swap,splitk"}},
+    {90, 128, {"wide,swap,splitk", "narrow,swap,splitk"}},
+    {90, kAnyM,
+     {"bgmma,noswap", "wide,noswap,splitk", "narrow,noswap,splitk", "wide,swap,splitk", "narrow,swap,splitk"}},
+    {0, 256, {"wide,swap,splitk", "narrow,swap,splitk"}},
+    {0, kAnyM, {"wide,noswap,splitk", "narrow,noswap,splitk", "wide,swap,splitk", "narrow,swap,splitk"}},
 };
 
 const KernelVariant& table_choice(const GemmShapeKey& key, const RefusalFn& refusal) {
   const int64_t stacked_m = key.M * key.x_bits;
   const TableRow* row = &kTable[0];
-  while (stacked_m > row->max_stacked_m) ++row;
+  while ((row->arch != 0 && row->arch != key.arch) || stacked_m > row->max_stacked_m) ++row;
   for (const char* name : row->preference) {
     if (name == nullptr) break;
     const KernelVariant& v = *find_variant(name);

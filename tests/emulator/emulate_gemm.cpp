@@ -4,6 +4,7 @@
 // CUDA thread. Built and called through ctypes by tests/emulated_kernel.py; not part of the
 // package.
 #include "bitplane_gemm_kernel.cuh"
+#include "emulated_call.h"
 #include "gemm_plan.h"
 #include "split_k_reduce.cuh"
 
@@ -77,48 +78,9 @@ void emulate_split_k_reduce(const LaunchPlan& plan) {
 
 }  // namespace
 
-namespace {
-
-// What gemm_cuda.cpp receives, flattened (no ptrs for apq_plan_gemm):
-//   ints:   M N K x_bits w_bits group_size out_type bias_type
-//   ptrs:   x_planes w_planes x_rowsum x_scale x_offset w_rowsum w_scale w_offset bias out
-//   device: arch sm_count smem_per_block max_grid_x max_grid_y max_grid_z
-apq::cuda::GemmProblem problem_of(const int64_t* ints, void* const* ptrs) {
-  using namespace apq::cuda;
-  GemmProblem problem;
-  problem.M = ints[0];
-  problem.N = ints[1];
-  problem.K = ints[2];
-  problem.x_bits = static_cast<int>(ints[3]);
-  problem.w_bits = static_cast<int>(ints[4]);
-  problem.group_size = ints[5];
-  problem.out_type = static_cast<ElemType>(ints[6]);
-  problem.bias_type = static_cast<ElemType>(ints[7]);
-  if (ptrs != nullptr) {
-    problem.x_planes = static_cast<const uint32_t*>(ptrs[0]);
-    problem.w_planes = static_cast<const uint32_t*>(ptrs[1]);
-    problem.x_rowsum = static_cast<const int32_t*>(ptrs[2]);
-    problem.x_scale = static_cast<const float*>(ptrs[3]);
-    problem.x_offset = static_cast<const float*>(ptrs[4]);
-    problem.w_rowsum = static_cast<const int32_t*>(ptrs[5]);
-    problem.w_scale = static_cast<const float*>(ptrs[6]);
-    problem.w_offset = static_cast<const float*>(ptrs[7]);
-    problem.bias = ptrs[8];
-    problem.out = ptrs[9];
-  }
-  return problem;
-}
-
-apq::cuda::DeviceLimits limits_of(const int64_t* device) {
-  return {static_cast<int>(device[0]), static_cast<int>(device[1]), device[2], device[3], device[4], device[5]};
-}
-
-int fail(char* error, int error_len, int rc, const std::string& why) {
-  std::snprintf(error, static_cast<size_t>(error_len), "%s", why.c_str());
-  return rc;
-}
-
-}  // namespace
+using emu::fail;
+using emu::limits_of;
+using emu::problem_of;
 
 // The host plan alone (no kernel run): `plan` receives grid x, y, z, threads, shared memory
 // bytes, workspace bytes, reduction blocks. Returns 0, or 2 with the refusal in `error`.
@@ -144,7 +106,7 @@ extern "C" __attribute__((visibility("default"))) int apq_emulate_gemm(const cha
                                                                        unsigned block_order_seed, int64_t* splits,
                                                                        char* error, int error_len) {
   using namespace apq::cuda;
-  auto fail = [&](int rc, const std::string& why) { return ::fail(error, error_len, rc, why); };
+  auto fail = [&](int rc, const std::string& why) { return emu::fail(error, error_len, rc, why); };
   const GemmProblem problem = problem_of(ints, ptrs);
   const DeviceLimits limits = limits_of(device);
   try {
@@ -169,6 +131,7 @@ extern "C" __attribute__((visibility("default"))) int apq_emulate_gemm(const cha
     switch (plan.kernel) {
       case KernelId::Wide: emulate<WideTile>(plan, block_order_seed, reads); break;
       case KernelId::Narrow: emulate<NarrowTile>(plan, block_order_seed, reads); break;
+      case KernelId::Bgmma: return fail(1, "the BGMMA kernel runs in its own emulator (tests/emulated_bgmma.py)");
     }
     if (!reads.violation.empty()) return fail(1, reads.violation);
     emulate_split_k_reduce(plan);

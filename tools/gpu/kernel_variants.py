@@ -29,6 +29,9 @@ FUSED = tuple(f"{tile},{side}{split}" for tile in ("wide", "narrow") for side in
               for split in ("", ",splitk"))
 VARIANTS = (
     *(Variant(name, {"APQ_GEMM_KERNEL": name}) for name in FUSED),
+    # the sm_90a wgmma b1 kernel (TMA, warp-specialized)
+    Variant("bgmma,noswap", {"APQ_GEMM_KERNEL": "bgmma,noswap"}, min_capability=90),
+    Variant("bgmma,swap", {"APQ_GEMM_KERNEL": "bgmma,swap"}, min_capability=90),
     Variant("baseline", {"APQ_GEMM_PATH": "baseline"}, group_quantum=128),  # CUTLASS b1 GEMM + recovery
 )
 TABLE = Variant("table")  # no forcing: the kernel map's choice
