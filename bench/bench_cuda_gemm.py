@@ -6,7 +6,7 @@ point it supports, per channel and with weight groups of 64 and 128.
 
     python bench/bench_cuda_gemm.py [--quick] [--reps 20] [--out bench/results/<gpu>-gemm.json]
         [--shapes 4096x4096,11008x4096] [--ms 1,16,2048] [--bits 1/1,4/8] [--group-sizes 0,64,128]
-        [--variants 'table large,swap baseline' | all]
+        [--variants 'table wide,swap baseline' | all]
 
 Timed op: apq.qmatmul (fp16 out; activations packed once outside the timing, as for a layer
 whose input is already quantized; apq.linear adds one quantize_pack). Each repetition first

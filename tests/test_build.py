@@ -1,7 +1,9 @@
 """The CUDA objects are built wherever nvcc and a CUDA torch exist, GPU or not."""
 
 import glob
+import importlib.util
 import os
+import re
 import shutil
 import subprocess
 
@@ -10,6 +12,7 @@ import torch
 
 import apq_torch
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def nvcc_available():
     return shutil.which("nvcc") is not None or os.path.exists("/usr/local/cuda/bin/nvcc")
@@ -65,10 +68,10 @@ def cuobjdump_sections(flag):
             arch, function = line.split("=")[1].strip(), None
         elif words[:1] == ["Function"]:
             function = words[-1].rstrip(":")
-            sections.setdefault(arch, {})[function] = ""
+            sections.setdefault(arch, {})[function] = []
         elif function is not None:
-            sections[arch][function] += line + "\n"
-    return sections
+            sections[arch][function].append(line)
+    return {a: {f: "\n".join(lines) + "\n" for f, lines in fs.items()} for a, fs in sections.items()}
 
 
 def gemm_functions(functions):
@@ -84,19 +87,42 @@ def test_gemm_kernels_use_and_popc_tensor_cores_on_every_arch():
     sass = cuobjdump_sections("-sass")
     for arch in built_archs():
         kernels = gemm_functions(sass.get(arch, {}))
-        # the large and skinny fused tiles and the CUTLASS baseline
+        # the wide and narrow fused tiles and the CUTLASS baseline
         assert len(kernels) == 3, (arch, list(kernels))
         for name, body in kernels.items():
             assert "BMMA.168256.AND.POPC" in body, (arch, name)
             assert "XOR.POPC" not in body, (arch, name)
 
 
+def threads_of(kernel):
+    """Threads per block of a GEMM kernel, from its template arguments."""
+    m = re.search(r"RegisterTileILi(\d+)ELi(\d+)E", kernel)
+    return 32 * int(m.group(1)) * int(m.group(2)) if m else 256  # CUTLASS's 128 x 256 tile: 8 warps
+
+
 @pytest.mark.skipif(not expect_cuda_build(), reason="no nvcc or a CPU-only torch: CPU-only build")
-def test_gemm_kernels_do_not_spill():
-    # ptxas' "-v" spill report, read back from the binary: LOCAL is the spill/stack memory.
+def test_gemm_kernels_do_not_spill_and_fit_one_block_per_sm():
+    # ptxas' "-v" report, read back from the binary: LOCAL and STACK are spill/stack memory;
+    # a block's registers (allocated 8 per thread at a time) must fit the SM's 64K.
     usage = cuobjdump_sections("-res-usage")
     for arch in built_archs():
         kernels = gemm_functions(usage.get(arch, {}))
         assert len(kernels) == 3, (arch, list(kernels))
         for name, line in kernels.items():
             assert " LOCAL:0 " in line and " STACK:0 " in line, (arch, name, line)
+            registers = int(re.search(r"REG:(\d+)", line).group(1))
+            assert registers <= 255 and -(-registers // 8) * 8 * threads_of(name) <= 65536, (arch, name, line)
+
+
+@pytest.mark.skipif(not expect_cuda_build(), reason="no nvcc or a CPU-only torch: CPU-only build")
+def test_fused_main_loops_issue_at_most_two_other_instructions_per_mma():
+    # bench/sass_mix.py's static count of one steady-state k-tile (bench/results/sass-mix.md)
+    spec = importlib.util.spec_from_file_location("sass_mix", os.path.join(ROOT, "bench", "sass_mix.py"))
+    sass_mix = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sass_mix)
+    report = sass_mix.analyse(sass_mix.cuobjdump("-sass", apq_torch._C.__file__), "")
+    fused = [e for e in report if "bitplane_gemm_kernel" in e["function"]]
+    assert len(fused) == 2 * len(built_archs()), [e["kernel"] for e in report]
+    for e in fused:
+        assert e["mma"] >= 32 and e["by_kind"]["ldgsts"] > 0, e
+        assert e["non_mma_per_mma"] <= 2.0, (e["arch"], e["kernel"], e["by_kind"])

@@ -52,7 +52,7 @@ def context(tmp_path, part=1):
 def test_variant_selection_and_group_support():
     assert variants.select(None) == variants.VARIANTS
     assert variants.select("all") == (variants.TABLE,) + variants.VARIANTS
-    assert [v.name for v in variants.select("table large,swap")] == ["table", "large,swap"]
+    assert [v.name for v in variants.select("table wide,swap")] == ["table", "wide,swap"]
     with pytest.raises(SystemExit, match="unknown kernel variant 'huge'"):
         variants.select("huge")
     baseline = next(v for v in variants.VARIANTS if v.name == "baseline")
@@ -63,9 +63,9 @@ def test_variant_selection_and_group_support():
 def test_forced_sets_only_its_variable_and_restores(monkeypatch):
     monkeypatch.setenv("APQ_GEMM_PATH", "fused")
     monkeypatch.delenv("APQ_GEMM_KERNEL", raising=False)
-    skinny = next(v for v in variants.VARIANTS if v.name == "skinny,swap")
-    with variants.forced(skinny):
-        assert os.environ["APQ_GEMM_KERNEL"] == "skinny,swap" and "APQ_GEMM_PATH" not in os.environ
+    narrow = next(v for v in variants.VARIANTS if v.name == "narrow,swap,splitk")
+    with variants.forced(narrow):
+        assert os.environ["APQ_GEMM_KERNEL"] == "narrow,swap,splitk" and "APQ_GEMM_PATH" not in os.environ
     assert os.environ["APQ_GEMM_PATH"] == "fused" and "APQ_GEMM_KERNEL" not in os.environ
 
 
@@ -238,7 +238,7 @@ def test_summary_shows_headline_numbers_of_partial_results(tmp_path):
         dict(variant="W2A8 g128", mode="apq-compile", error="RuntimeError: boom")])))
     sweep = tmp_path / "gpu-gemm-decode.json"
     sweep.write_text(json.dumps(dict(copy_gbs=3000, results=[
-        dict(M=1, N=4096, K=4096, w_bits=4, a_bits=8, group_size=128, errors={}, best="skinny,swap", best_s=2e-5,
+        dict(M=1, N=4096, K=4096, w_bits=4, a_bits=8, group_size=128, errors={}, best="narrow,swap,splitk", best_s=2e-5,
              vs_cublas_fp16=3.1, copy_fraction=0.7)])))
     broken = tmp_path / "gpu-ceilings.json"
     broken.write_text('{"probe": [{"probe": "mma')  # cut off by a timeout
@@ -248,7 +248,7 @@ def test_summary_shows_headline_numbers_of_partial_results(tmp_path):
     text = results.summary_markdown(rep)
     assert "W4A8 g128 compile: 900 tok/s with 4 layers, 25 us/layer, 1100 tok/s at 32 layers" in text
     assert "W2A8 g128 apq-compile: ERROR RuntimeError: boom" in text
-    assert "M=1 N=K=4096 W4A8 g128: best skinny,swap 20.0 us, 3.10x cuBLAS fp16, 70% of copy" in text
+    assert "M=1 N=K=4096 W4A8 g128: best narrow,swap,splitk 20.0 us, 3.10x cuBLAS fp16, 70% of copy" in text
     assert text.count("(no result file)") == 1 and "j.xml" not in text  # junit is counted, not digested
     assert text.rstrip().endswith("FAILED: decode")
 
@@ -277,7 +277,7 @@ def test_gemm_sweep_point_on_the_cpu():
     base = dict(cublas_fp16_s=2e-3, int_mm_s=1e-3, int_mm_rows=32)
     row = bench.bench_point(lambda fn: (fn(), 1e-3)[1], 3, 40, 300, 4, 8, 128, variants.select("all"), 90,
                             1e12, base, device="cpu")
-    assert set(row["times_s"]) == {"table", "large,noswap", "large,swap", "skinny,noswap", "skinny,swap", "baseline"}
+    assert set(row["times_s"]) == {"table", *(v.name for v in variants.VARIANTS)}  # capability 90: all of them
     assert row["vs_cublas_fp16"] == pytest.approx(2.0) and not row["errors"]
     row = bench.bench_point(lambda fn: (fn(), 1e-3)[1], 3, 40, 300, 4, 8, 64, variants.select(None), 90,
                             1e12, base, device="cpu")
@@ -340,4 +340,4 @@ def test_gemm_sweep_refuses_to_time_a_variant_that_disagrees(monkeypatch):
     row = bench.bench_point(lambda fn: (fn(), 1e-3)[1], 5, 33, 256, 2, 8, 0, variants.select("all"), 90, 1e12,
                             base, device="cpu")
     assert "baseline" not in row["times_s"] and "differs from table" in row["errors"]["baseline"]
-    assert len(row["times_s"]) == 5
+    assert set(row["times_s"]) == {"table", *(v.name for v in variants.VARIANTS)} - {"baseline"}

@@ -20,30 +20,64 @@ def arch_of_choice():
     return major * 10 + minor
 
 
-def test_decode_swaps_ab_and_prefill_does_not():
-    assert choice(1) == "skinny,swap"        # 4 stacked activation rows: weights fill the 16-row side
-    assert choice(8) == "skinny,swap"        # 32 stacked rows still fit the skinny tile
-    assert choice(16) == "large,swap"        # 64 stacked rows
-    assert choice(16, x_bits=8) == "large,swap"
-    assert choice(17, x_bits=8) == "large,noswap"
-    assert choice(2048) == "large,noswap"
-    assert choice(32, x_bits=1) == "skinny,swap"
+def smem_per_block_of_choice():
+    """The shared memory per block _cuda_kernel_choice plans with: the GPU's, else an A100's."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_properties(0).shared_memory_per_block_optin
+    return 166912
 
 
-def test_table_skips_a_variant_whose_grid_is_too_large():
-    # 8-bit weights: the large tile covers 16 weight rows per block, so N = 2M needs
-    # 131072 blocks on grid y (limit 65535); swapped, the weights go to grid x.
-    assert choice(2048, w_bits=8, N=2_000_000) == "large,swap"
+def prefill_choice():
+    """The table's prefill variant: the BGMMA kernel on sm_90, the wide mma.sync tile elsewhere."""
+    return "bgmma,noswap" if arch_of_choice() == 90 else "wide,noswap,splitk"
+
+
+def test_decode_swaps_ab_and_splits_k_prefill_does_not_swap():
+    assert choice(1) == "narrow,swap,splitk"      # 4 stacked activation rows: weights fill the 16-row side
+    assert choice(8) == "narrow,swap,splitk"      # 32 stacked rows: one narrow block column
+    assert choice(16) == "wide,swap,splitk"       # 64 stacked rows
+    assert choice(32, x_bits=4) == "wide,swap,splitk"   # 128 stacked rows
+    # 256 stacked rows: one wide block column; sm_90 runs the BGMMA kernel from 129 on
+    assert choice(32, x_bits=8) == ("bgmma,noswap" if arch_of_choice() == 90 else "wide,swap,splitk")
+    assert choice(33, x_bits=4) == ("bgmma,noswap" if arch_of_choice() == 90 else "wide,swap,splitk")
+    assert choice(33, x_bits=8) == prefill_choice()
+    assert choice(2048) == prefill_choice()       # split-K plans no split where the tiles fill the SMs
+
+
+def test_table_falls_back_where_a_variant_cannot_run():
+    # 8-bit weights: the wide tile covers 32 weight rows per block (BGMMA: 16), so N = 3M needs
+    # more than 65535 blocks on grid y; swapped, the weights go to grid x.
+    assert choice(2048, w_bits=8, N=3_000_000) == "wide,swap,splitk"
+    if arch_of_choice() == 90:
+        return  # prefill runs the BGMMA kernel, whose shared memory does not depend on the bits
+    # K-groups: the wide tile keeps fp32 results in shared memory after its 96 KiB pipeline,
+    # 1 KiB per output of a thread (256 threads): 128 outputs at 1 x 1 bits exceed an A100's
+    # 163 KiB, 64 at 2 x 1 bits do not; the narrow tile keeps them in registers.
+    for x_bits, outputs in [(1, 128), (2, 64)]:
+        fits = 98304 + outputs * 1024 <= smem_per_block_of_choice()
+        expected = "wide,noswap,splitk" if fits else "narrow,noswap,splitk"
+        assert choice(2048, x_bits=x_bits, w_bits=1, grouped=True) == expected
+
+
+def test_bgmma_runs_where_forced_on_sm90_and_is_refused_elsewhere(monkeypatch):
+    for variant in ("bgmma,noswap", "bgmma,swap"):
+        monkeypatch.setenv("APQ_GEMM_KERNEL", variant)
+        if arch_of_choice() == 90:
+            assert choice(2048) == variant
+        else:
+            with pytest.raises(RuntimeError, match=f"APQ_GEMM_KERNEL={variant} cannot run this call: it needs the "
+                               r"wgmma b1 tensor cores of sm_90a \(H100, H200\), this GPU is sm_"):
+                choice(2048)
 
 
 def test_forced_kernel_runs_or_is_refused_never_swapped(monkeypatch):
-    monkeypatch.setenv("APQ_GEMM_KERNEL", "skinny,noswap")
-    assert choice(2048) == "skinny,noswap"
-    monkeypatch.setenv("APQ_GEMM_KERNEL", "large,noswap")
-    with pytest.raises(RuntimeError, match=r"APQ_GEMM_KERNEL=large,noswap cannot run this call: .*launch grid"):
-        choice(2048, w_bits=8, N=2_000_000)
+    monkeypatch.setenv("APQ_GEMM_KERNEL", "narrow,noswap")
+    assert choice(2048) == "narrow,noswap"
+    monkeypatch.setenv("APQ_GEMM_KERNEL", "wide,noswap")
+    with pytest.raises(RuntimeError, match=r"APQ_GEMM_KERNEL=wide,noswap cannot run this call: .*launch grid"):
+        choice(2048, w_bits=8, N=3_000_000)
     monkeypatch.setenv("APQ_GEMM_KERNEL", "huge")
-    with pytest.raises(RuntimeError, match="APQ_GEMM_KERNEL must be one of large,noswap, large,swap"):
+    with pytest.raises(RuntimeError, match="APQ_GEMM_KERNEL must be one of wide,noswap, wide,swap"):
         choice(1)
 
 
@@ -53,11 +87,11 @@ def test_autotune_reads_a_shared_cache_file_and_rereads_another(tmp_path, monkey
     monkeypatch.setenv("APQ_AUTOTUNE", "1")
     key = f"sm{arch_of_choice()}:m2048:n4096:k4096:x4:w4:c"
     first, second = tmp_path / "first.txt", tmp_path / "second.txt"
-    first.write_text(f"garbage\n{key} skinny,noswap\n{key} unknown,variant\n")
-    second.write_text(f"{key} large,swap\n")
+    first.write_text(f"garbage\n{key} narrow,noswap\n{key} unknown,variant\n")
+    second.write_text(f"{key} wide,swap\n")
     monkeypatch.setenv("APQ_AUTOTUNE_CACHE", str(first))
-    assert choice(2048) == "skinny,noswap"
+    assert choice(2048) == "narrow,noswap"
     monkeypatch.setenv("APQ_AUTOTUNE_CACHE", str(second))
-    assert choice(2048) == "large,swap"
+    assert choice(2048) == "wide,swap"
     monkeypatch.setenv("APQ_AUTOTUNE_CACHE", str(tmp_path / "missing.txt"))
-    assert choice(2048) == "large,noswap"  # no entry: the table
+    assert choice(2048) == prefill_choice()  # no entry: the table

@@ -1,5 +1,5 @@
-// Host-side description of one bit-plane GEMM launch (shared by the fused kernel, the
-// CUTLASS baseline and the kernel mapping). Plain C++: included from .cpp and .cu files.
+// Host-side description of one bit-plane GEMM launch (shared by the fused kernels, the
+// CUTLASS baseline and the host plan). Plain C++: included from .cpp and .cu files.
 //
 // The kernels compute a "row operand" a (the MMA's A side) times a "column operand" b.
 // Normally a = activations, b = weights; swap-AB (skinny M) puts the weights on the A
@@ -23,6 +23,7 @@ struct PlaneOperand {
   const float* offset = nullptr;
   int64_t meta_row_stride = 0;
   int64_t meta_group_stride = 0;
+  bool read_once = false;  // no other block reads these planes: L2 may evict them first
 };
 
 // Element type of the output and of the bias.
@@ -34,6 +35,7 @@ struct BitplaneGemmParams {
   int64_t K = 0;            // true K: the |g| term of the last group
   int64_t group_size = 0;   // 0: one group per row
   int64_t G = 1;
+  int64_t window_bits = 0;  // longest exact int32 run of K for these bit widths (see exact_window_bits)
   bool exact = false;       // gemm: write the int32 sum U; otherwise the affine epilogue
   void* out = nullptr;
   ElemType out_type = ElemType::Int32;
@@ -41,10 +43,24 @@ struct BitplaneGemmParams {
   const void* bias = nullptr;  // indexed by the weight row; nullptr: no bias
   ElemType bias_type = ElemType::Float32;
   bool bias_on_a = false;      // true under swap-AB (weights are operand a)
+  // Split-K (grid z > 1): block z reduces bits [z * split_bits, (z + 1) * split_bits) of K into
+  // partials[z][a_row * b.rows + b_row] (int32 U, or fp32 sums of whole windows, see
+  // KWindows::single), which split_k_reduce_kernel adds in split order: the result does not
+  // depend on timing.
+  int64_t split_bits = 0;
+  void* partials = nullptr;
 };
 
-// Longest run of K (bits) whose 8x8-bit sum stays exact in int32: 255*255*32768 < 2^31.
-constexpr int64_t kMaxExactWindowBits = 32768;
+// The K granule of the kernels' pipeline: one 512-bit k-tile (two m16n8k256 steps).
+constexpr int64_t kKTileBits = 512;
+
+// Longest run of K (bits, a multiple of the k-tile) whose sum U of a_bits x b_bits codes stays
+// exact in int32: (2^a - 1)(2^b - 1) * bits < 2^31 (8 x 8 bits: 32768).
+constexpr int64_t exact_window_bits(int a_bits, int b_bits) {
+  const int64_t max_product = ((int64_t{1} << a_bits) - 1) * ((int64_t{1} << b_bits) - 1);
+  const int64_t bits = (int64_t{2147483647} / max_product) / kKTileBits * kKTileBits;
+  return bits > kKTileBits ? bits : kKTileBits;
+}
 
 #if defined(__CUDACC__)
 #define APQ_HD __host__ __device__ __forceinline__
@@ -54,15 +70,19 @@ constexpr int64_t kMaxExactWindowBits = 32768;
 
 // K is reduced in "windows": runs of bits summed exactly in int32 before the recovery
 // turns them into output. A window closes at the end of its K-group and at most every
-// kMaxExactWindowBits (apq::gemm: one window, its int32 range is checked on the host).
+// window_bits (apq::gemm: one window, its int32 range is checked on the host).
 // Group boundaries are multiples of 64 bits, so windows always end on a word.
 struct KWindows {
-  int64_t padded_bits, group_bits, K, G;
+  int64_t padded_bits, group_bits, K, G, window_bits;
   bool exact;
-  APQ_HD static KWindows of(const BitplaneGemmParams& p) {
+  APQ_HD static KWindows of(const BitplaneGemmParams& p) { return of(p, p.window_bits); }
+  // With a window length the kernel fixes at compile time (at most p.window_bits' worst case).
+  APQ_HD static KWindows of(const BitplaneGemmParams& p, int64_t window_bits) {
     const int64_t padded = p.words * 32;
-    return {padded, p.group_size > 0 ? p.group_size : padded, p.K, p.G, p.exact};
+    return {padded, p.group_size > 0 ? p.group_size : padded, p.K, p.G, window_bits, p.exact};
   }
+  // Where the data ends: the end of the last group (later padding bits are zero and skipped).
+  APQ_HD int64_t end_bits() const { return group_end(G - 1); }
   APQ_HD int64_t group_end(int64_t g) const {
     const int64_t end = (g + 1) * group_bits;
     return end < padded_bits ? end : padded_bits;
@@ -74,15 +94,16 @@ struct KWindows {
   }
   APQ_HD int64_t window_end(int64_t g, int64_t start) const {
     if (exact) return padded_bits;
-    const int64_t cap = start + kMaxExactWindowBits;
+    const int64_t cap = start + window_bits;
     return group_end(g) < cap ? group_end(g) : cap;
   }
   // The window closing at `end` is the last one.
   APQ_HD bool is_last(int64_t g, int64_t end) const {
     return end == padded_bits || (end == group_end(g) && g + 1 == G);
   }
-  // One window covers everything: the output can be written straight from the recovery.
-  APQ_HD bool single() const { return exact || (G == 1 && padded_bits <= kMaxExactWindowBits); }
+  // One window covers everything: the output can be written straight from the recovery
+  // (and split-K partials are exact int32 sums; otherwise fp32 sums of whole windows).
+  APQ_HD bool single() const { return exact || (G == 1 && padded_bits <= window_bits); }
 };
 
 }  // namespace apq::cuda

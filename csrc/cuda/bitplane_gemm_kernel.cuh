@@ -1,230 +1,297 @@
-// The fused bit-plane GEMM for sm_80 ... sm_90 (mma.sync m16n8k256 b1 AND-popc).
+// The fused bit-plane GEMM for sm_80 ... sm_90 (mma.sync m16n8k256 b1 AND-popc) with the
+// shift-add recovery in registers.
 //
-// Plane stacking: a thread block owns TA rows of operand a and TB rows of operand b, and
-// stacks their bit planes into one binary tile of kStackA x kStackB rows (plane p of real
-// row r is stacked row p * TA + r, so TA = kStackA / a.bits at run time). The main loop is
-// then a plain binary GEMM of the stacked tiles: every plane pair of the tile is computed
-// from one shared-memory copy of its planes, with register accumulators whose count does
-// not depend on the bit widths (bits stay runtime arguments).
+// Plane slots (cutlass_ext/apq/plane_slots.hpp): a thread's accumulator rows hold planes of
+// its own real rows, plane p of row u in slot u * bits + p, on both operands, so every plane
+// pair of an output sits in one thread's registers and recovery is a Horner pass over them,
+// with no shared memory and no barrier. Shared memory holds each k-tile in MMA order (stacked
+// row = the accumulator row that reads it; the copy plan gathers the planes), so fragment
+// addresses are the plain ldmatrix ones, fixed per lane. Bits are runtime arguments: they
+// only decide which plane each stacked row holds and which slots are outputs.
 //
-// Recovery happens in the kernel when a K-window closes (the end of K, of a K-group, or of
-// kMaxExactWindowBits): the stacked int32 tile is parked in shared memory and each output
-// is rebuilt by shift-add, U = sum_{p,q} C[p*TA + a][q*TB + b] << (p + q), in place. Exact
-// calls (apq::gemm) and single-window calls write U or the affine epilogue straight from
-// there; multi-window calls (K-groups) accumulate sigma_a*sigma_b*(U + affine terms) in
-// fp32 registers of the threads that hold the plane-(0,0) fragment and write at the end.
-// No partial product matrix ever reaches global memory.
+// K runs in windows (bitplane_gemm.h's KWindows): the main loop runs whole 512-bit k-tiles
+// while no window closes inside one (the steady state: a cp.async pipeline, two MMA steps
+// with every fragment address fixed); a window closing inside a k-tile (groups of 64 ... 448
+// bits) takes masked MMA steps up to the cut. When a window closes the thread recovers U in
+// registers and either writes the output (one window), adds window_term to its fp32 results
+// (K-groups, several windows), or stores a split-K partial for split_k_reduce.cuh to add up.
 #pragma once
 
 #include "bitplane_gemm.h"
 #include "epilogue.cuh"
-#include "gemm_plan.h"
 
+#include <apq/plane_slots.hpp>
 #include <apq/plane_tile.hpp>
 
 #include <cstdint>
 
 namespace apq::cuda {
 
-template <int StackA, int StackB, int WarpsA, int WarpsB, int Stages>
-struct BitplaneTile {
-  static constexpr int kStackA = StackA, kStackB = StackB;
-  static constexpr int kWarpsA = WarpsA, kWarpsB = WarpsB;
-  static constexpr int kStages = Stages;
+template <int WarpsA, int WarpsB, int MmaA, int MmaB, int Stages>
+struct RegisterTile {
+  static constexpr int kWarpsA = WarpsA, kWarpsB = WarpsB, kMmaA = MmaA, kMmaB = MmaB, kStages = Stages;
   static constexpr int kThreads = 32 * WarpsA * WarpsB;
-  static constexpr int kWarpRowsA = StackA / WarpsA;  // rows of a per warp
-  static constexpr int kWarpRowsB = StackB / WarpsB;
-  static constexpr int kMmaA = kWarpRowsA / 16;       // m16 tiles per warp
-  static constexpr int kMmaB = kWarpRowsB / 8;        // n8 tiles per warp
-  static constexpr int kLoadsA = StackA * ext::kChunksPerRow / kThreads;
-  static constexpr int kLoadsB = StackB * ext::kChunksPerRow / kThreads;
-  static constexpr int kStageBytes = (StackA + StackB) * ext::kTileRowBytes;
-  static constexpr int kParkStride = StackB + 8;      // int32 per parked row (+8: fewer bank conflicts)
-  static constexpr int kSmemBytes = Stages * kStageBytes + StackA * kParkStride * 4;
+  static constexpr int kSlotsA = 2 * MmaA, kSlotsB = 2 * MmaB;     // stacked rows per thread-row / -column
+  static constexpr int kWarpStackA = 16 * MmaA, kWarpStackB = 8 * MmaB;
+  static constexpr int kStackA = WarpsA * kWarpStackA, kStackB = WarpsB * kWarpStackB;
+  static constexpr int kLoadsA = kStackA * ext::kChunksPerRow / kThreads;
+  static constexpr int kLoadsB = kStackB * ext::kChunksPerRow / kThreads;
+  static constexpr int kStageBytes = (kStackA + kStackB) * ext::kTileRowBytes;
+  static constexpr int kPipelineBytes = Stages * kStageBytes;
+  // fp32 results of several K-windows: in registers when they fit beside the accumulators,
+  // else thread-private in shared memory after the pipeline (TileGeometry::smem_bytes).
+  static constexpr bool kResultsInRegisters = kSlotsA * kSlotsB <= 64;
 
-  static_assert(kWarpRowsA % 16 == 0 && kWarpRowsB % 16 == 0, "warp tile: m16 rows, pairs of n8 rows");
-  static_assert(StackA * ext::kChunksPerRow % kThreads == 0 && StackB * ext::kChunksPerRow % kThreads == 0,
+  static_assert(kSlotsA <= 32 && kSlotsB <= 32, "slot masks are 32-bit");
+  static_assert(kSlotsA >= 8 && kSlotsB >= 8, "a thread holds the 8 planes of an 8-bit row");
+  static_assert(MmaB % 2 == 0, "B fragments load two n8 tiles per ldmatrix.x4");
+  static_assert(kStackA * ext::kChunksPerRow % kThreads == 0 && kStackB * ext::kChunksPerRow % kThreads == 0,
                 "every thread issues the same number of 16-byte copies");
-  static_assert(Stages >= 2, "cp.async pipeline needs two stages at least");
+  static_assert(kThreads / ext::kChunksPerRow % 8 == 0, "a thread's copies share one swizzle phase");
+  static_assert(Stages >= 2 && (Stages & (Stages - 1)) == 0, "cp.async pipeline of a power-of-two stage count");
 };
 
-// The two shipped shapes (TileConfig): 8 warps x 4 stages, and 2 warps x 6 stages for decode.
-using LargeTile = BitplaneTile<kLargeGeometry.slots_a, kLargeGeometry.slots_b, 2, 4, 4>;
-using SkinnyTile = BitplaneTile<kSkinnyGeometry.slots_a, kSkinnyGeometry.slots_b, 2, 1, 6>;
-
+// Stacked row `row` of an operand tile in MMA order: the lane-row (A: g) or lane-column (B: t)
+// that reads it, its slot, and its warp along that operand.
+struct StackedRow {
+  int warp, slot, lane;
+};
+template <class Tile>
+__device__ __forceinline__ StackedRow stacked_row_a(int row) {
+  const int r = row % Tile::kWarpStackA;  // tile i = r / 16 holds slots 2i (rows g) and 2i + 1 (rows g + 8)
+  return {row / Tile::kWarpStackA, 2 * (r / 16) + (r % 16) / 8, r % 8};
+}
+template <class Tile>
+__device__ __forceinline__ StackedRow stacked_row_b(int row) {
+  const int r = row % Tile::kWarpStackB;  // tile j = r / 8 holds slots 2j (columns 2t) and 2j + 1 (2t + 1)
+  return {row / Tile::kWarpStackB, 2 * (r / 8) + (r % 2), (r % 8) / 2};
+}
 
 template <class Tile>
 __global__ void __launch_bounds__(Tile::kThreads, 1) bitplane_gemm_kernel(const BitplaneGemmParams p) {
   extern __shared__ __align__(128) uint8_t smem[];
-  int32_t* parked = reinterpret_cast<int32_t*>(smem + Tile::kStages * Tile::kStageBytes);  // (kStackA, kParkStride)
-
+  constexpr int kSA = Tile::kSlotsA, kSB = Tile::kSlotsB;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int warp_a = warp / Tile::kWarpsB, warp_b = warp % Tile::kWarpsB;
-  const int bits_a = p.a.bits, bits_b = p.b.bits;
-  const int TA = Tile::kStackA / bits_a, TB = Tile::kStackB / bits_b;  // real rows per block
-  const int64_t a_first = static_cast<int64_t>(blockIdx.x) * TA;
-  const int64_t b_first = static_cast<int64_t>(blockIdx.y) * TB;
-  const int64_t words = p.words;
-  const int64_t k_tiles = (words + 15) / 16;  // 512-bit pipeline stages
-  const int64_t padded_bits = words * 32;
+  const ext::SlotMap slots_a = ext::SlotMap::of<kSA>(p.a.bits), slots_b = ext::SlotMap::of<kSB>(p.b.bits);
+  // Real rows: a block covers kWarpsA * 8 * slots_a.rows rows of a, lane-row g of warp w the
+  // rows first + (w * slots_a.rows + u) * 8 + g; likewise b with 4 lane-columns.
+  const int64_t a_first = static_cast<int64_t>(blockIdx.x) * (Tile::kWarpsA * 8 * slots_a.rows);
+  const int64_t b_first = static_cast<int64_t>(blockIdx.y) * (Tile::kWarpsB * 4 * slots_b.rows);
+  auto real_a = [&](int w, int u, int lane_row) { return a_first + (w * slots_a.rows + u) * 8 + lane_row; };
+  auto real_b = [&](int w, int u, int lane_col) { return b_first + (w * slots_b.rows + u) * 4 + lane_col; };
 
-  // ---- gmem -> smem copy plan: each thread moves kLoads 16-byte chunks of stacked rows ----
-  // A stacked row beyond the bit count or the matrix is zero-filled: it adds nothing.
+  // ---- this block's run of K: whole windows, or (one window) any run of k-tiles ----
+  const KWindows windows = KWindows::of(p);
+  const bool single = windows.single();
+  const int64_t bit_begin = static_cast<int64_t>(blockIdx.z) * p.split_bits;
+  const int64_t split_end = bit_begin + p.split_bits, data_end = windows.end_bits();
+  const int64_t bit_end = split_end < data_end ? split_end : data_end;
+  const int kt_begin = static_cast<int>(bit_begin / kKTileBits);
+  const int kt_end = static_cast<int>((bit_end + kKTileBits - 1) / kKTileBits);
+  const bool split = gridDim.z > 1;
+
+  // ---- gmem -> smem copy plan: kLoads 16-byte chunks per thread and k-tile ----
+  // Idle slots and rows past the matrix copy 0 bytes (zero-fill): they add nothing.
+  const int chunk = tid % ext::kChunksPerRow;  // the same for all of a thread's copies
+  const uint32_t dst0 = ext::plane_tile_offset(tid / ext::kChunksPerRow, chunk);
+  constexpr int kRowsPerLoad = Tile::kThreads / ext::kChunksPerRow;
   const uint32_t* src_a[Tile::kLoadsA];
-  uint32_t dst_a[Tile::kLoadsA];
-  int word_a[Tile::kLoadsA];
   const uint32_t* src_b[Tile::kLoadsB];
-  uint32_t dst_b[Tile::kLoadsB];
-  int word_b[Tile::kLoadsB];
-  auto plan = [&](const PlaneOperand& op, int rows_per_plane, int64_t first, int chunk_id, const uint32_t*& src,
-                  uint32_t& dst, int& word) {
-    const int row = chunk_id / ext::kChunksPerRow, chunk = chunk_id % ext::kChunksPerRow;
-    const int plane = row / rows_per_plane;
-    const int64_t r = first + row % rows_per_plane;
-    const bool valid = plane < op.bits && r < op.rows;
-    src = valid ? op.planes + (static_cast<int64_t>(plane) * op.rows + r) * words + chunk * 4 : nullptr;
-    dst = ext::plane_tile_offset(row, chunk);
-    word = chunk * 4;
+  int bytes_a[Tile::kLoadsA], bytes_b[Tile::kLoadsB];
+  auto plan = [&](const PlaneOperand& op, const ext::SlotMap& slots, int64_t real, int slot,
+                  const uint32_t*& src, int& bytes) {
+    const bool valid = slots.is_used(slot) && real < op.rows;
+    src = op.planes + (valid ? (static_cast<int64_t>(slots.plane(slot)) * op.rows + real) * p.words + chunk * 4 : 0);
+    bytes = valid ? 16 : 0;
   };
 #pragma unroll
-  for (int i = 0; i < Tile::kLoadsA; ++i) plan(p.a, TA, a_first, tid + i * Tile::kThreads, src_a[i], dst_a[i], word_a[i]);
+  for (int i = 0; i < Tile::kLoadsA; ++i) {
+    const StackedRow r = stacked_row_a<Tile>(tid / ext::kChunksPerRow + i * kRowsPerLoad);
+    plan(p.a, slots_a, real_a(r.warp, slots_a.row(r.slot), r.lane), r.slot, src_a[i], bytes_a[i]);
+  }
 #pragma unroll
-  for (int i = 0; i < Tile::kLoadsB; ++i) plan(p.b, TB, b_first, tid + i * Tile::kThreads, src_b[i], dst_b[i], word_b[i]);
+  for (int i = 0; i < Tile::kLoadsB; ++i) {
+    const StackedRow r = stacked_row_b<Tile>(tid / ext::kChunksPerRow + i * kRowsPerLoad);
+    plan(p.b, slots_b, real_b(r.warp, slots_b.row(r.slot), r.lane), r.slot, src_b[i], bytes_b[i]);
+  }
+  const uint64_t policy_a = ext::l2_policy(p.a.read_once), policy_b = ext::l2_policy(p.b.read_once);
 
-  auto load_stage = [&](int64_t k_tile) {
-    uint8_t* tile_a = smem + (k_tile % Tile::kStages) * Tile::kStageBytes;
-    uint8_t* tile_b = tile_a + Tile::kStackA * ext::kTileRowBytes;
-    const int64_t w0 = k_tile * 16;
+  const uint32_t smem_base = ext::shared_address(smem);
+  auto stage_offset = [&](int kt) { return ((kt - kt_begin) & (Tile::kStages - 1)) * Tile::kStageBytes; };
+  // This thread's chunk lies inside the rows' words in k-tiles below chunk_k_tiles (the last
+  // k-tile may hold 256 bits only).
+  const int chunk_k_tiles = static_cast<int>((p.words - chunk * 4 + 15) / 16);
+  auto load_k_tile = [&](int kt) {
+    const int in_k = kt < chunk_k_tiles ? 16 : 0;
+    const uint32_t dst = smem_base + stage_offset(kt) + dst0;
+    const int64_t k_bytes = static_cast<int64_t>(kt) * (kKTileBits / 8);
 #pragma unroll
-    for (int i = 0; i < Tile::kLoadsA; ++i) {
-      const bool v = src_a[i] != nullptr && w0 + word_a[i] < words;
-      ext::cp_async_16(tile_a + dst_a[i], v ? src_a[i] + w0 : p.a.planes, v);
-    }
+    for (int i = 0; i < Tile::kLoadsA; ++i)
+      ext::cp_async_16(dst + i * kRowsPerLoad * ext::kTileRowBytes,
+                       reinterpret_cast<const uint32_t*>(reinterpret_cast<const char*>(src_a[i]) + k_bytes),
+                       bytes_a[i] & in_k, policy_a);
 #pragma unroll
-    for (int i = 0; i < Tile::kLoadsB; ++i) {
-      const bool v = src_b[i] != nullptr && w0 + word_b[i] < words;
-      ext::cp_async_16(tile_b + dst_b[i], v ? src_b[i] + w0 : p.b.planes, v);
-    }
+    for (int i = 0; i < Tile::kLoadsB; ++i)
+      ext::cp_async_16(dst + (Tile::kStackA + i * kRowsPerLoad) * ext::kTileRowBytes,
+                       reinterpret_cast<const uint32_t*>(reinterpret_cast<const char*>(src_b[i]) + k_bytes),
+                       bytes_b[i] & in_k, policy_b);
   };
 
-  // ---- accumulators: stacked popcounts (int32) and, for K-groups, the fp32 result ----
+  // ---- the pipeline: k-tile kt sits in stage (kt - kt_begin) % kStages ----
+#pragma unroll
+  for (int s = 0; s < Tile::kStages - 1; ++s) {
+    if (kt_begin + s < kt_end) load_k_tile(kt_begin + s);
+    ext::cp_async_fence();
+  }
+  // Waits for k-tile kt (the next one in order), refills the stage freed by kt - 1, returns kt's stage.
+  auto advance = [&](int kt) {
+    ext::cp_async_wait<Tile::kStages - 2>();
+    __syncthreads();
+    if (kt + Tile::kStages - 1 < kt_end) load_k_tile(kt + Tile::kStages - 1);
+    ext::cp_async_fence();
+    return static_cast<const uint8_t*>(smem + stage_offset(kt));
+  };
+
+  // ---- fragments: fixed per-lane offsets of the two k-steps (plane_tile.hpp's layout) ----
+  const uint32_t frag_a0 = ext::a_fragment_offset(warp_a * Tile::kWarpStackA, 0, lane);
+  const uint32_t frag_a1 = ext::a_fragment_offset(warp_a * Tile::kWarpStackA, 1, lane);
+  const uint32_t frag_b0 = ext::b_fragment_offset(Tile::kStackA + warp_b * Tile::kWarpStackB, 0, lane);
+  const uint32_t frag_b1 = ext::b_fragment_offset(Tile::kStackA + warp_b * Tile::kWarpStackB, 1, lane);
   int32_t acc[Tile::kMmaA][Tile::kMmaB][4];
-  float result[Tile::kMmaA][Tile::kMmaB][4];
-  // f(i, j, q, row, col) for every accumulator element of this thread, with its stacked
-  // coordinates (C fragment: rows g and g + 8, columns 2t and 2t + 1 of each 16 x 8 tile).
-  auto for_each_element = [&](auto&& f) {
+  // The accumulator of slot pair (sa, sb): C fragment rows g / g + 8, columns 2t / 2t + 1.
+  auto slot_acc = [&](int sa, int sb) -> int32_t& { return acc[sa / 2][sb / 2][(sa % 2) * 2 + sb % 2]; };
+  auto clear_accumulators = [&] {
 #pragma unroll
     for (int i = 0; i < Tile::kMmaA; ++i)
 #pragma unroll
       for (int j = 0; j < Tile::kMmaB; ++j)
 #pragma unroll
-        for (int q = 0; q < 4; ++q)
-          f(i, j, q, warp_a * Tile::kWarpRowsA + i * 16 + (lane >> 2) + 8 * (q >> 1),
-            warp_b * Tile::kWarpRowsB + j * 8 + 2 * (lane & 3) + (q & 1));
+        for (int q = 0; q < 4; ++q) acc[i][j][q] = 0;
   };
-  for_each_element([&](int i, int j, int q, int, int) { acc[i][j][q] = 0, result[i][j][q] = 0.f; });
+  clear_accumulators();
 
-  // One k-step (256 bits) of every plane pair, restricted to the words [lo, hi).
-  auto mma_step = [&](const uint8_t* tile_a, const uint8_t* tile_b, int step, int lo, int hi) {
-    uint32_t b_frag[Tile::kMmaB / 2][4];
+  // One k-step of every MMA tile of the warp; `a_offset` / `b_offset` are that step's frag_*.
+  auto mma_step = [&](const uint8_t* stage, uint32_t a_offset, uint32_t b_offset, int lo, int hi) {
+    uint32_t a[Tile::kMmaA][4], b[Tile::kMmaB / 2][4];
 #pragma unroll
-    for (int j = 0; j < Tile::kMmaB / 2; ++j)
-      ext::load_b_fragments(tile_b, warp_b * Tile::kWarpRowsB + j * 16, step, lane, b_frag[j]);
+    for (int i = 0; i < Tile::kMmaA; ++i) ext::ldmatrix_x4(stage, a_offset + i * 16 * ext::kTileRowBytes, a[i]);
 #pragma unroll
-    for (int i = 0; i < Tile::kMmaA; ++i) {
-      uint32_t a_frag[4];
-      ext::load_a_fragment(tile_a, warp_a * Tile::kWarpRowsA + i * 16, step, lane, a_frag);
-      if (lo > 0 || hi < ext::kStepWords) ext::mask_a_fragment(a_frag, lane, lo, hi);
+    for (int j = 0; j < Tile::kMmaB / 2; ++j) ext::ldmatrix_x4(stage, b_offset + j * 16 * ext::kTileRowBytes, b[j]);
+    if (lo > 0 || hi < ext::kStepWords) {
 #pragma unroll
-      for (int j = 0; j < Tile::kMmaB; ++j)
-        ext::mma_and_popc(acc[i][j], a_frag, b_frag[j / 2][2 * (j % 2)], b_frag[j / 2][2 * (j % 2) + 1]);
+      for (int i = 0; i < Tile::kMmaA; ++i) ext::mask_a_fragment(a[i], lane, lo, hi);
     }
+#pragma unroll
+    for (int i = 0; i < Tile::kMmaA; ++i)
+#pragma unroll
+      for (int j = 0; j < Tile::kMmaB; ++j) ext::mma_and_popc(acc[i][j], a[i], b[j / 2][2 * (j % 2)], b[j / 2][2 * (j % 2) + 1]);
   };
 
-  // ---- K-windows: exact int32 runs of K that end at group ends (or every kMaxExactWindowBits) ----
-  const KWindows windows = KWindows::of(p);
-  const bool direct = windows.single();
-  int64_t group = 0;
-  int64_t next_cut = windows.window_end(0, 0);
-
-  // Park the stacked sums, shift-add them per output, then write or accumulate.
-  auto close_window = [&](bool closes_group, bool last) {
-    __syncthreads();  // the previous window's readers of `parked` are done
-    for_each_element([&](int i, int j, int q, int row, int col) {
-      parked[row * Tile::kParkStride + col] = acc[i][j][q];
-      acc[i][j][q] = 0;
-    });
-    __syncthreads();
-    const int64_t group_len = windows.group_len(group);
-    for (int o = tid; o < TA * TB; o += Tile::kThreads) {
-      const int a = o / TB, b = o % TB;
-      int32_t U = 0;
-      for (int pa = 0; pa < bits_a; ++pa)
-        for (int pb = 0; pb < bits_b; ++pb) U += parked[(pa * TA + a) * Tile::kParkStride + pb * TB + b] << (pa + pb);
-      const int64_t ra = a_first + a, rb = b_first + b;
-      if (!direct) {
-        parked[a * Tile::kParkStride + b] = U;  // plane (0, 0) of this output: read by no other output
-      } else if (ra < p.a.rows && rb < p.b.rows) {
-        if (p.exact) {
-          static_cast<int32_t*>(p.out)[ra * p.out_stride_a + rb * p.out_stride_b] = U;
-        } else {
-          epilogue::store_float(p, ra, rb, epilogue::window_term(p, ra, rb, U, group, true, group_len));
-        }
+  // ---- outputs: slot pairs of planes (0, 0), walked with their real rows ----
+  // f(sa, sb, o, ra, rb): o numbers the thread's outputs 0 ... slots_a.rows * slots_b.rows - 1.
+  auto for_each_output = [&](auto&& f) {
+    const uint32_t first_a = ext::opaque(slots_a.first), first_b = ext::opaque(slots_b.first);  // see recover_in_registers
+    int ua = 0;
+#pragma unroll
+    for (int sa = 0; sa < kSA; ++sa) {
+      if (!(first_a >> sa & 1u)) continue;
+      const int64_t ra = real_a(warp_a, ua, lane >> 2);
+      int ub = 0;
+#pragma unroll
+      for (int sb = 0; sb < kSB; ++sb) {
+        if (!(first_b >> sb & 1u)) continue;
+        const int64_t rb = real_b(warp_b, ub, lane & 3);
+        if (ra < p.a.rows && rb < p.b.rows) f(sa, sb, ua * slots_b.rows + ub, ra, rb);
+        ++ub;
       }
+      ++ua;
     }
-    if (direct) return;
-    __syncthreads();
-    // The thread holding plane (0, 0) of an output, (row, col) = (a, b), owns its result.
-    for_each_element([&](int i, int j, int q, int a, int b) {
-      const int64_t ra = a_first + a, rb = b_first + b;
-      if (a >= TA || b >= TB || ra >= p.a.rows || rb >= p.b.rows) return;
-      result[i][j][q] += epilogue::window_term(p, ra, rb, parked[a * Tile::kParkStride + b], group,
-                                             closes_group, group_len);
-      if (last) epilogue::store_float(p, ra, rb, result[i][j][q]);
+  };
+  float result_regs[Tile::kResultsInRegisters ? kSA : 1][Tile::kResultsInRegisters ? kSB : 1];
+  float* result_smem = reinterpret_cast<float*>(smem + Tile::kPipelineBytes);
+  auto result = [&](int sa, int sb, int o) -> float& {
+    if constexpr (Tile::kResultsInRegisters) {
+      return result_regs[sa][sb];
+    } else {
+      return result_smem[o * Tile::kThreads + tid];  // thread-private: no barrier needed
+    }
+  };
+  if (!single) for_each_output([&](int sa, int sb, int o, int64_t, int64_t) { result(sa, sb, o) = 0.f; });
+  const int64_t partial_stride = p.a.rows * p.b.rows;  // split-K partials of one split (split_k_reduce.cuh)
+
+  // ---- K-windows ----
+  int64_t group = bit_begin / windows.group_bits;
+  int64_t cut = single ? bit_end : windows.window_end(group, bit_begin);
+  // A window's outputs: U written (one window), or window_term added to the fp32 result and
+  // written after the last window; under split-K, into this split's partials instead.
+  auto emit = [&](bool closes_group, bool last, int64_t group, int64_t group_len) {
+    for_each_output([&](int sa, int sb, int o, int64_t ra, int64_t rb) {
+      const int32_t U = slot_acc(sa, sb);
+      const int64_t at = static_cast<int64_t>(blockIdx.z) * partial_stride + ra * p.b.rows + rb;
+      if (single && (p.exact || split)) {
+        int32_t* dst = static_cast<int32_t*>(split ? p.partials : p.out);
+        dst[split ? at : ra * p.out_stride_a + rb * p.out_stride_b] = U;
+        return;
+      }
+      float y = epilogue::window_term(p, ra, rb, U, group, closes_group, group_len);
+      if (!single) {
+        y += result(sa, sb, o);
+        result(sa, sb, o) = y;
+        if (!last) return;
+      }
+      if (split) {
+        static_cast<float*>(p.partials)[at] = y;
+      } else {
+        epilogue::store_float(p, ra, rb, y);
+      }
     });
   };
 
-  // ---- prologue: fill kStages - 1 stages ----
-#pragma unroll
-  for (int s = 0; s < Tile::kStages - 1; ++s) {
-    if (s < k_tiles) load_stage(s);
-    ext::cp_async_fence();
-  }
-
-  // ---- main loop ----
-  for (int64_t kt = 0; kt < k_tiles; ++kt) {
-    ext::cp_async_wait<Tile::kStages - 2>();
-    __syncthreads();  // stage kt is visible to all; stage kt - 1 is free to refill
-    if (kt + Tile::kStages - 1 < k_tiles) load_stage(kt + Tile::kStages - 1);
-    ext::cp_async_fence();
-
-    const uint8_t* tile_a = smem + (kt % Tile::kStages) * Tile::kStageBytes;
-    const uint8_t* tile_b = tile_a + Tile::kStackA * ext::kTileRowBytes;
-#pragma unroll
-    for (int step = 0; step < ext::kStepsPerStage; ++step) {
-      const int64_t k_bit = kt * 512 + step * 256;
-      if (k_bit >= padded_bits) break;
-      int lo = 0;
-      while (true) {  // split the step where windows close (block-uniform: depends on k only)
-        const int64_t until_cut = next_cut - k_bit;
-        const int hi = until_cut >= 256 ? ext::kStepWords : static_cast<int>(until_cut / 32);
-        if (hi > lo) mma_step(tile_a, tile_b, step, lo, hi);
-        if (until_cut > 256) break;
-        const bool closes_group = next_cut == windows.group_end(group);
-        const bool last = windows.is_last(group, next_cut);
-        close_window(closes_group, last);
-        if (last) {
-          next_cut = INT64_MAX;
-          break;
+  // ---- main loop: the MMAs of each window, then its outputs ----
+  int kt = kt_begin;
+  int64_t pos = bit_begin;  // the next bit of K to multiply
+  const uint8_t* stage = nullptr;
+  while (true) {
+    while (pos < cut) {
+      if (pos % kKTileBits == 0) {
+        if (pos + kKTileBits <= cut) {
+          // Steady state: whole k-tiles up to the k-tile holding the cut (its bound held in a
+          // register, not recomputed from the 64-bit cut every k-tile).
+          const int clean_end = static_cast<int>(ext::opaque(static_cast<uint32_t>(cut / kKTileBits)));
+          for (; kt < clean_end; ++kt) {
+            const uint8_t* s = advance(kt);
+            mma_step(s, frag_a0, frag_b0, 0, ext::kStepWords);
+            mma_step(s, frag_a1, frag_b1, 0, ext::kStepWords);
+          }
+          pos = static_cast<int64_t>(kt) * kKTileBits;
+          continue;
         }
-        if (closes_group) ++group;
-        next_cut = windows.window_end(group, next_cut);
-        lo = hi;
-        if (lo >= ext::kStepWords) break;
+        stage = advance(kt);
       }
+      // A window closes inside this k-tile: the words [lo, hi) of one k-step.
+      const bool second_step = pos % kKTileBits >= 256;
+      const int64_t step_end = pos - pos % 256 + 256;
+      const int64_t seg_end = cut < step_end ? cut : step_end;
+      mma_step(stage, second_step ? frag_a1 : frag_a0, second_step ? frag_b1 : frag_b0,
+               static_cast<int>(pos % 256 / 32), static_cast<int>((seg_end - 1) % 256 / 32 + 1));
+      pos = seg_end;
+      if (pos % kKTileBits == 0) ++kt;
     }
+    ext::recover_in_registers<kSA, kSB>(slot_acc, slots_a, slots_b);
+    const bool closes_group = cut == windows.group_end(group), last = cut == bit_end;
+    emit(closes_group, last, group, windows.group_len(group));
+    if (last) break;
+    clear_accumulators();
+    if (closes_group) ++group;
+    cut = windows.window_end(group, cut);
   }
   ext::cp_async_wait<0>();
 }
+
+// The two shipped shapes (gemm_plan.h's kWideGeometry / kNarrowGeometry): 8 warps of 64 x 64
+// stacked rows for throughput, 4 warps of 64 x 32 for decode and split-K.
+using WideTile = RegisterTile<2, 4, 4, 8, 4>;
+using NarrowTile = RegisterTile<4, 1, 4, 4, 4>;
 
 }  // namespace apq::cuda

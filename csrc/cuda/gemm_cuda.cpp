@@ -46,11 +46,20 @@ void run_baseline(const char* op, const GemmProblem& problem, const cuda::Device
   cuda::launch_baseline_gemm(p, workspace.data_ptr<int32_t>(), accumulator.data_ptr<float>(), stream);
 }
 
-void launch(const cuda::LaunchPlan& plan, cudaStream_t stream) {
-  switch (plan.kernel) {
-    case cuda::KernelId::Large: cuda::launch_large(plan, stream); break;
-    case cuda::KernelId::Skinny: cuda::launch_skinny(plan, stream); break;
+// Allocates the split-K workspace (the caching allocator orders its reuse on `stream`), launches
+// the GEMM and, for split-K, the reduction of its partials.
+void launch(cuda::LaunchPlan plan, const Tensor& like, cudaStream_t stream) {
+  Tensor workspace;
+  if (plan.workspace_bytes > 0) {
+    workspace = at::empty({plan.workspace_bytes}, like.options().dtype(at::kByte));
+    plan.params.partials = workspace.data_ptr();
   }
+  switch (plan.kernel) {
+    case cuda::KernelId::Wide: cuda::launch_wide(plan, stream); break;
+    case cuda::KernelId::Narrow: cuda::launch_narrow(plan, stream); break;
+    case cuda::KernelId::Bgmma: cuda::launch_bgmma(plan, stream); break;
+  }
+  cuda::launch_split_k_reduce(plan, stream);
 }
 
 // Runs the problem on the current stream with the variant the kernel map chooses.
@@ -64,10 +73,10 @@ void run(const char* op, const GemmProblem& problem, const Tensor& like) {
   auto time_candidate = [&](const KernelVariant& v) {
     const cuda::LaunchPlan candidate = plan(v);
     at::cuda::CUDAEvent start(cudaEventDefault), stop(cudaEventDefault);
-    launch(candidate, stream);  // warm-up
+    launch(candidate, like, stream);  // warm-up
     start.record();
     constexpr int kReps = 5;
-    for (int i = 0; i < kReps; ++i) launch(candidate, stream);
+    for (int i = 0; i < kReps; ++i) launch(candidate, like, stream);
     stop.record();
     stop.synchronize();
     return static_cast<double>(start.elapsed_time(stop)) / kReps;
@@ -75,7 +84,7 @@ void run(const char* op, const GemmProblem& problem, const Tensor& like) {
   const cuda::GemmShapeKey key{device.arch, problem.M, problem.N, problem.K, problem.x_bits, problem.w_bits,
                                problem.group_size > 0 && problem.group_size < problem.K};
   const bool capturing = at::cuda::currentStreamCaptureStatus() != at::cuda::CaptureStatus::None;
-  launch(plan(cuda::choose_kernel(key, capturing, refusal, time_candidate)), stream);
+  launch(plan(cuda::choose_kernel(key, capturing, refusal, time_candidate)), like, stream);
 }
 
 // cp.async moves 16-byte chunks: a planes view that starts mid-chunk (a slice of a larger

@@ -2,6 +2,8 @@
 // extension and, unchanged, into the CPU emulator (tests/emulator).
 #include "gemm_plan.h"
 
+#include "bgmma_gemm.h"
+
 #include <algorithm>
 #include <sstream>
 #include <utility>
@@ -21,9 +23,12 @@ std::string variant_names() {
   return names;
 }
 
-const TileGeometry& tile_geometry(KernelId k) { return k == KernelId::Large ? kLargeGeometry : kSkinnyGeometry; }
+const TileGeometry& tile_geometry(KernelId k) { return k == KernelId::Wide ? kWideGeometry : kNarrowGeometry; }
 
-int min_arch(KernelId) { return 80; }
+ArchRange arch_range(KernelId k) {
+  if (k == KernelId::Bgmma) return {90, 90, "the wgmma b1 tensor cores of sm_90a (H100, H200)"};
+  return {80, 90, "the mma.sync b1 tensor cores of sm_80 ... sm_90"};
+}
 
 BitplaneGemmParams make_params(const GemmProblem& problem, bool swap_ab) {
   BitplaneGemmParams p;
@@ -36,6 +41,7 @@ BitplaneGemmParams make_params(const GemmProblem& problem, bool swap_ab) {
   p.K = problem.K;
   p.group_size = problem.group_size;
   p.G = G;
+  p.window_bits = exact_window_bits(problem.x_bits, problem.w_bits);
   p.exact = problem.out_type == ElemType::Int32;
   p.out = problem.out;
   p.out_type = problem.out_type;
@@ -43,6 +49,7 @@ BitplaneGemmParams make_params(const GemmProblem& problem, bool swap_ab) {
   p.out_stride_b = 1;
   p.bias = problem.bias;
   p.bias_type = problem.bias_type;
+  p.split_bits = KWindows::of(p).end_bits();  // one split
   if (swap_ab) {
     std::swap(p.a, p.b);
     std::swap(p.out_stride_a, p.out_stride_b);
@@ -51,32 +58,96 @@ BitplaneGemmParams make_params(const GemmProblem& problem, bool swap_ab) {
   return p;
 }
 
+namespace {
+
+// Split-K: at least this much K per split (the pipeline's prologue is paid per block), at most
+// this much workspace for the partials, and about this many blocks per SM in all.
+constexpr int64_t kMinSplitBits = 2 * kKTileBits;
+constexpr int64_t kMaxPartialBytes = int64_t{64} << 20;
+constexpr int64_t kBlocksPerSm = 2;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t gcd(int64_t a, int64_t b) { return b == 0 ? a : gcd(b, a % b); }
+
+// K per split: whole k-tiles, and whole K-windows when there are several (each split then
+// sums complete windows in fp32; with one window, splits sum int32 U exactly).
+int64_t split_bits(const BitplaneGemmParams& p, int64_t tiles, const DeviceLimits& device) {
+  const KWindows windows = KWindows::of(p);
+  const int64_t end = windows.end_bits();
+  int64_t granule = kKTileBits;
+  if (!windows.single()) {
+    granule = p.G > 1 ? kKTileBits / gcd(kKTileBits, windows.group_bits) * windows.group_bits : p.window_bits;
+  }
+  const int64_t units = ceil_div(end, granule);
+  int64_t splits = ceil_div(kBlocksPerSm * device.sm_count, tiles);
+  splits = std::min({splits, units / std::max<int64_t>(1, ceil_div(kMinSplitBits, granule)), device.max_grid_z,
+                     kMaxPartialBytes / std::max<int64_t>(1, p.a.rows * p.b.rows * 4)});
+  if (splits <= 1) return end;
+  return ceil_div(units, splits) * granule;
+}
+
+}  // namespace
+
+namespace {
+
+// The shape of a call's launch before the device limits are checked.
+struct LaunchShape {
+  int64_t grid_a, grid_b, splits;
+};
+
+LaunchShape shape_register_tile(LaunchPlan& plan, const KernelVariant& variant, const DeviceLimits& device) {
+  BitplaneGemmParams& p = plan.params;
+  const TileGeometry& tile = tile_geometry(variant.kernel);
+  const KWindows windows = KWindows::of(p);
+  plan.threads = tile.threads;
+  plan.smem_bytes = tile.smem_bytes(p.a.bits, p.b.bits, !windows.single());
+  const int64_t grid_a = ceil_div(p.a.rows, tile.rows_a(p.a.bits));
+  const int64_t grid_b = ceil_div(p.b.rows, tile.rows_b(p.b.bits));
+  if (variant.split_k) p.split_bits = split_bits(p, grid_a * grid_b, device);
+  const int64_t splits = ceil_div(windows.end_bits(), p.split_bits);
+  // Weights that only one block column reads (decode) may leave L2 first.
+  PlaneOperand& weights = variant.swap_ab ? p.a : p.b;
+  weights.read_once = (variant.swap_ab ? grid_b : grid_a) == 1;
+  if (splits > 1) {
+    plan.workspace_bytes = splits * p.a.rows * p.b.rows * 4;
+    plan.reduce_blocks = static_cast<unsigned>(ceil_div(p.a.rows * p.b.rows, kReduceThreads));
+  }
+  return {grid_a, grid_b, splits};
+}
+
+LaunchShape shape_bgmma(LaunchPlan& plan) {
+  plan.params.window_bits = BgmmaTile::kWindowBits;  // what the kernel uses, fixed at compile time
+  const BgmmaGeometry geo = BgmmaGeometry::of(plan.params);
+  plan.threads = BgmmaTile::kThreads;
+  plan.smem_bytes = BgmmaTile::kSmemBytes;
+  return {ceil_div(plan.params.a.rows, geo.rows_a), ceil_div(plan.params.b.rows, geo.rows_b), 1};
+}
+
+}  // namespace
+
 LaunchPlan plan_launch(const GemmProblem& problem, const KernelVariant& variant, const DeviceLimits& device) {
   LaunchPlan plan;
   plan.kernel = variant.kernel;
   plan.params = make_params(problem, variant.swap_ab);
-  const TileGeometry& tile = tile_geometry(variant.kernel);
-  plan.threads = tile.threads;
-  plan.smem_bytes = tile.smem_bytes;
-  const BitplaneGemmParams& p = plan.params;
-  const int64_t grid_a = (p.a.rows + tile.rows_a(p.a.bits) - 1) / tile.rows_a(p.a.bits);
-  const int64_t grid_b = (p.b.rows + tile.rows_b(p.b.bits) - 1) / tile.rows_b(p.b.bits);
+  const LaunchShape shape =
+      variant.kernel == KernelId::Bgmma ? shape_bgmma(plan) : shape_register_tile(plan, variant, device);
+  const ArchRange archs = arch_range(variant.kernel);
   std::ostringstream why;
-  if (device.arch < min_arch(variant.kernel) || device.arch > 90) {
-    why << "it needs the mma.sync b1 tensor cores of sm_" << min_arch(variant.kernel) << " ... sm_90, this GPU is sm_"
-        << device.arch;
-  } else if (tile.smem_bytes > device.smem_per_block) {
-    why << "its block needs " << tile.smem_bytes << " bytes of shared memory, this GPU gives a block "
+  if (device.arch < archs.min_arch || device.arch > archs.max_arch) {
+    why << "it needs " << archs.instructions << ", this GPU is sm_" << device.arch;
+  } else if (plan.smem_bytes > device.smem_per_block) {
+    why << "its block needs " << plan.smem_bytes << " bytes of shared memory, this GPU gives a block "
         << device.smem_per_block;
-  } else if (grid_a > device.max_grid_x || grid_b > device.max_grid_y) {
-    why << "its launch grid (" << grid_a << " x " << grid_b << " blocks) exceeds the GPU's limit ("
-        << device.max_grid_x << " x " << device.max_grid_y << ")";
+  } else if (shape.grid_a > device.max_grid_x || shape.grid_b > device.max_grid_y || shape.splits > device.max_grid_z) {
+    why << "its launch grid (" << shape.grid_a << " x " << shape.grid_b << " x " << shape.splits
+        << " blocks) exceeds the GPU's limit (" << device.max_grid_x << " x " << device.max_grid_y << " x "
+        << device.max_grid_z << ")";
   }
   plan.refusal = why.str();
   if (plan.refusal.empty()) {
-    plan.grid[0] = static_cast<unsigned>(grid_a);
-    plan.grid[1] = static_cast<unsigned>(grid_b);
-    plan.grid[2] = 1;
+    plan.grid[0] = static_cast<unsigned>(shape.grid_a);
+    plan.grid[1] = static_cast<unsigned>(shape.grid_b);
+    plan.grid[2] = static_cast<unsigned>(shape.splits);
   }
   return plan;
 }

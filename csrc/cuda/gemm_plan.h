@@ -44,56 +44,82 @@ struct DeviceLimits {
   int64_t max_grid_x = 2147483647, max_grid_y = 65535, max_grid_z = 65535;
 };
 
-// The kernels that can run a call (one instantiation each).
-enum class KernelId : int { Large = 0, Skinny = 1 };
+// The kernels that can run a call (one instantiation each, bitplane_gemm_sm80_*.cu).
+// Wide and Narrow: the register-recovery mma.sync kernel (bitplane_gemm_sm80_*.cu); Bgmma: the
+// sm_90a wgmma kernel (bgmma_gemm_sm90a.cu, bgmma_gemm.h).
+enum class KernelId : int { Wide = 0, Narrow = 1, Bgmma = 2 };
 
 // A runnable variant: a kernel and how the operands are put to it. The names are what
-// APQ_GEMM_KERNEL takes and the autotune cache stores.
+// APQ_GEMM_KERNEL takes and the autotune cache stores; a new kernel is a KernelId, its
+// TileGeometry and its rows here.
 struct KernelVariant {
   const char* name;
   KernelId kernel;
   bool swap_ab;  // weights on the MMA's A side (skinny M)
+  bool split_k;  // K split over blocks when the output tiles alone leave SMs idle
 };
 inline constexpr KernelVariant kVariants[] = {
-    {"large,noswap", KernelId::Large, false},
-    {"large,swap", KernelId::Large, true},
-    {"skinny,noswap", KernelId::Skinny, false},
-    {"skinny,swap", KernelId::Skinny, true},
+    {"wide,noswap", KernelId::Wide, false, false},
+    {"wide,swap", KernelId::Wide, true, false},
+    {"wide,noswap,splitk", KernelId::Wide, false, true},
+    {"wide,swap,splitk", KernelId::Wide, true, true},
+    {"narrow,noswap", KernelId::Narrow, false, false},
+    {"narrow,swap", KernelId::Narrow, true, false},
+    {"narrow,noswap,splitk", KernelId::Narrow, false, true},
+    {"narrow,swap,splitk", KernelId::Narrow, true, true},
+    {"bgmma,noswap", KernelId::Bgmma, false, false},
+    {"bgmma,swap", KernelId::Bgmma, true, false},
 };
 const KernelVariant* find_variant(std::string_view name);  // nullptr: unknown
 std::string variant_names();                                // "a, b, c" for error messages
 
 // Shape of a kernel's block tile, known to the host without compiling the kernel.
 // A block covers row_groups * lanes * (slots / bits) real rows of each operand: `slots`
-// stacked planes per lane-row, `lanes` lane-rows per group, `row_groups` groups.
+// stacked planes per lane-row, `lanes` lane-rows per group, `row_groups` groups (warps).
 struct TileGeometry {
   int slots_a, lanes_a, row_groups_a;
   int slots_b, lanes_b, row_groups_b;
   int threads;
-  int smem_bytes;
+  int pipeline_bytes;         // shared memory of the cp.async stages
+  bool results_in_registers;  // fp32 results of several K-windows; else 4 bytes per thread and output after the stages
   int64_t rows_a(int bits) const { return static_cast<int64_t>(row_groups_a) * lanes_a * (slots_a / bits); }
   int64_t rows_b(int bits) const { return static_cast<int64_t>(row_groups_b) * lanes_b * (slots_b / bits); }
+  int64_t smem_bytes(int a_bits, int b_bits, bool several_windows) const {
+    const int64_t outputs = static_cast<int64_t>(slots_a / a_bits) * (slots_b / b_bits);
+    return pipeline_bytes + (several_windows && !results_in_registers ? threads * outputs * 4 : 0);
+  }
 };
-// The fused kernel's tiles (checked against its Tile types where they are instantiated):
-// planes stacked plane-major, 128 x 128 rows in 8 warps and 4 stages, 64 x 32 in 2 warps and 6.
-inline constexpr TileGeometry kLargeGeometry{128, 1, 1, 128, 1, 1, 256, 4 * 256 * 64 + 128 * 136 * 4};
-inline constexpr TileGeometry kSkinnyGeometry{64, 1, 1, 32, 1, 1, 64, 6 * 96 * 64 + 64 * 40 * 4};
-const TileGeometry& tile_geometry(KernelId k);
-int min_arch(KernelId k);  // kernels run on min_arch ... 90 (mma.sync b1 is sm_80 ... sm_90)
+// The register-recovery kernel's tiles (bitplane_gemm_kernel.cuh; checked where instantiated):
+// wide = 2 x 4 warps of 64 x 64 stacked rows, narrow = 4 x 1 warps of 64 x 32; 4 stages each.
+inline constexpr TileGeometry kWideGeometry{8, 8, 2, 16, 4, 4, 256, 4 * (128 + 256) * 64, false};
+inline constexpr TileGeometry kNarrowGeometry{8, 8, 4, 8, 4, 1, 128, 4 * (256 + 32) * 64, true};
+const TileGeometry& tile_geometry(KernelId k);  // Wide or Narrow
+
+// The GPUs a kernel runs on: sm_min_arch ... sm_max_arch, which have `instructions`.
+struct ArchRange {
+  int min_arch, max_arch;
+  const char* instructions;
+};
+ArchRange arch_range(KernelId k);
 
 // The kernel parameters of a problem, x on side a (or w, under swap-AB).
 BitplaneGemmParams make_params(const GemmProblem& problem, bool swap_ab);
 
 // Everything a launch needs; `refusal` says why the variant cannot run this call (empty: it can).
+// Split-K needs a workspace of workspace_bytes for the partials and a second launch, the
+// reduction (reduce_blocks of kReduceThreads threads).
 struct LaunchPlan {
   BitplaneGemmParams params;
-  KernelId kernel = KernelId::Large;
+  KernelId kernel = KernelId::Wide;
   unsigned grid[3] = {0, 0, 0};
   int threads = 0;
-  int smem_bytes = 0;
+  int64_t smem_bytes = 0;
+  int64_t workspace_bytes = 0;
+  unsigned reduce_blocks = 0;
   std::string refusal;
   bool empty() const { return grid[0] == 0 || grid[1] == 0 || grid[2] == 0; }
 };
+constexpr int kReduceThreads = 256;
 LaunchPlan plan_launch(const GemmProblem& problem, const KernelVariant& variant, const DeviceLimits& device);
 
 // The CUTLASS baseline (APQ_GEMM_PATH=baseline): why it cannot run a call (empty: it can),
@@ -105,8 +131,10 @@ int64_t baseline_workspace_elems(const BitplaneGemmParams& p);
 // Launches on `stream` (a cudaStream_t), defined by the .cu files (not in the emulator);
 // they throw on a launch error. The baseline needs baseline_workspace_elems int32 and, for
 // calls of several K-windows, an fp32 accumulator of a.rows * b.rows.
-void launch_large(const LaunchPlan& plan, void* stream);
-void launch_skinny(const LaunchPlan& plan, void* stream);
+void launch_wide(const LaunchPlan& plan, void* stream);
+void launch_narrow(const LaunchPlan& plan, void* stream);
+void launch_bgmma(const LaunchPlan& plan, void* stream);
+void launch_split_k_reduce(const LaunchPlan& plan, void* stream);  // no-op without split-K
 void launch_baseline_gemm(const BitplaneGemmParams& p, int32_t* workspace, float* accumulator, void* stream);
 
 }  // namespace apq::cuda

@@ -19,26 +19,33 @@ namespace apq::cuda {
 
 namespace {
 
-// Rows: the largest stacked activation tile (M * x_bits) the entry serves, and the variants
-// in order of preference: the first that can run the call is taken (the large tile needs
-// more shared memory than sm_86/sm_89 give a block; a grid too large on y goes to x when
-// swapped). sm_80 ... sm_90 share it: all run the mma.sync kernel. Decode (a few tokens)
-// puts the weights on the MMA's 16-row side so the b1 tiles are full; from 128 stacked rows
-// on, plain order.
+// Rows: the GPUs (arch, 0 = any) and largest stacked activation tile (M * x_bits) the entry
+// serves, and the variants in order of preference: the first row that matches, then its first
+// variant that can run the call (the wide tile's fp32 results of K-groups need more shared
+// memory than some GPUs give a block; a grid too large on y goes to x when swapped). Decode
+// (a few tokens) puts the weights on the MMA's 16-row side, the activations in one block
+// column, and splits K until the SMs are busy (split-K plans one split when the output tiles
+// alone fill them); from 256 stacked rows on, plain order. sm_90 runs the BGMMA kernel from
+// 129 stacked rows on (256 stacked rows of a per block; below, swap-AB fills the tiles better).
 struct TableRow {
+  int arch;
   int64_t max_stacked_m;
-  const char* preference[4];  // nullptr ends the list
+  const char* preference[6];  // nullptr ends the list
 };
+constexpr int64_t kAnyM = std::numeric_limits<int64_t>::max();
 constexpr TableRow kTable[] = {
-    {32, {"skinny,swap"}},
-    {128, {"large,swap", "skinny,swap"}},
-    {std::numeric_limits<int64_t>::max(), {"large,noswap", "skinny,noswap", "large,swap", "skinny,swap"}},
+    {0, 32, {"narrow,swap,splitk", "wide,swap,splitk"}},
+    {90, 128, {"wide,swap,splitk", "narrow,swap,splitk"}},
+    {90, kAnyM,
+     {"bgmma,noswap", "wide,noswap,splitk", "narrow,noswap,splitk", "wide,swap,splitk", "narrow,swap,splitk"}},
+    {0, 256, {"wide,swap,splitk", "narrow,swap,splitk"}},
+    {0, kAnyM, {"wide,noswap,splitk", "narrow,noswap,splitk", "wide,swap,splitk", "narrow,swap,splitk"}},
 };
 
 const KernelVariant& table_choice(const GemmShapeKey& key, const RefusalFn& refusal) {
   const int64_t stacked_m = key.M * key.x_bits;
   const TableRow* row = &kTable[0];
-  while (stacked_m > row->max_stacked_m) ++row;
+  while ((row->arch != 0 && row->arch != key.arch) || stacked_m > row->max_stacked_m) ++row;
   for (const char* name : row->preference) {
     if (name == nullptr) break;
     const KernelVariant& v = *find_variant(name);
@@ -159,7 +166,7 @@ std::string cuda_kernel_choice(int64_t M, int64_t N, int64_t K, int64_t x_bits, 
   cuda::GemmProblem problem;
   problem.M = M, problem.N = N, problem.K = K;
   problem.x_bits = static_cast<int>(x_bits), problem.w_bits = static_cast<int>(w_bits);
-  problem.group_size = grouped ? 64 : 0;
+  problem.group_size = grouped ? 128 : 0;  // the shared-memory need depends only on there being groups
   problem.out_type = cuda::ElemType::Float32;
   const cuda::GemmShapeKey key{device.arch, M, N, K, problem.x_bits, problem.w_bits, grouped};
   auto refusal = [&](const cuda::KernelVariant& v) { return cuda::plan_launch(problem, v, device).refusal; };

@@ -12,7 +12,9 @@
 //   B (8 x 256, one row per n): b0 = row g, bits 32t...; b1 = row g, bits 128 + 32t ...
 //   C (16 x 8 int32):        c0, c1 = row g, cols 2t, 2t+1; c2, c3 = row g+8.
 // ldmatrix.x4 hands lane the 32-bit word (lane % 4) of row (lane / 4) of each 8x16-byte
-// matrix, which is exactly that layout when the four matrices are chosen as below.
+// matrix, which is exactly that layout when the four matrices are chosen as below. Rows at
+// multiples of 16 from one another share the swizzle, so a fragment's offset plus 1024 * i
+// is the fragment 16 * i rows further.
 #pragma once
 
 #include <apq/sm80_b1_primitives.hpp>
@@ -23,7 +25,6 @@ namespace apq::ext {
 
 constexpr int kTileRowBytes = 64;        // 512 bits per row and pipeline stage
 constexpr int kStepWords = 8;            // 256 bits: one MMA k-step
-constexpr int kStepsPerStage = 2;
 constexpr int kChunksPerRow = kTileRowBytes / 16;
 
 // Byte offset of 16-byte chunk `chunk` (0..3) of row `row` in a plane tile.
@@ -31,21 +32,18 @@ __device__ __forceinline__ uint32_t plane_tile_offset(int row, int chunk) {
   return static_cast<uint32_t>(row * kTileRowBytes + ((chunk ^ ((row >> 1) & 3)) << 4));
 }
 
-// A fragment of the 16-row MMA tile starting at `row0`, k-step `step` (0 or 1) of the stage.
-__device__ __forceinline__ void load_a_fragment(const uint8_t* tile, int row0, int step, int lane,
-                                                uint32_t (&a)[4]) {
+// Byte offset of the row this lane hands ldmatrix.x4 for the A fragment of the m16 tile at
+// `row0`, k-step `step` (0 or 1) of the stage: registers a0 ... a3 as listed above.
+__device__ __forceinline__ uint32_t a_fragment_offset(int row0, int step, int lane) {
   const int row = row0 + (lane & 7) + ((lane >> 3) & 1) * 8;
-  const int chunk = 2 * step + (lane >> 4);
-  ldmatrix_x4(tile, plane_tile_offset(row, chunk), a);
+  return plane_tile_offset(row, 2 * step + (lane >> 4));
 }
 
-// B fragments of the two 8-row MMA tiles starting at `row0` and `row0 + 8`:
-// b[0], b[1] for the first, b[2], b[3] for the second.
-__device__ __forceinline__ void load_b_fragments(const uint8_t* tile, int row0, int step, int lane,
-                                                 uint32_t (&b)[4]) {
+// The same for the B fragments of the two n8 tiles at `row0` and `row0 + 8`: registers
+// b0, b1 of the first and b0, b1 of the second.
+__device__ __forceinline__ uint32_t b_fragment_offset(int row0, int step, int lane) {
   const int row = row0 + (lane & 7) + (lane >> 4) * 8;
-  const int chunk = 2 * step + ((lane >> 3) & 1);
-  ldmatrix_x4(tile, plane_tile_offset(row, chunk), b);
+  return plane_tile_offset(row, 2 * step + ((lane >> 3) & 1));
 }
 
 // Keeps only the words [lo, hi) of a k-step in an A fragment (the thread holds words t

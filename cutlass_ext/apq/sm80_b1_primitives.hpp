@@ -1,5 +1,5 @@
-// The four sm_80 instructions the bit-plane GEMM is built from, as CuTe atoms: ldmatrix,
-// the b1 AND-popc MMA, and cp.async with its fence and wait. Kept apart from the
+// The sm_80 instructions the bit-plane GEMM is built from: ldmatrix and the b1 AND-popc MMA
+// (CuTe atoms), cp.async with an L2 policy (createpolicy), its fence and wait. Kept apart from the
 // addressing in plane_tile.hpp so a host emulator (tests/emulator) can stand in for them.
 #pragma once
 
@@ -26,10 +26,32 @@ __device__ __forceinline__ void mma_and_popc(int32_t (&acc)[4], const uint32_t (
                                                  c[0], c[1], c[2], c[3]);
 }
 
-// Asynchronous 16-byte global -> shared copy; zero-fills the destination when !valid.
-__device__ __forceinline__ void cp_async_16(uint8_t* smem, const uint32_t* gmem, bool valid) {
-  cute::SM80_CP_ASYNC_CACHEGLOBAL_ZFILL<cute::uint128_t>::copy(
-      *reinterpret_cast<const cute::uint128_t*>(gmem), *reinterpret_cast<cute::uint128_t*>(smem), valid);
+// An L2 eviction policy for cp.async: operands read once (decode weights) go first.
+__device__ __forceinline__ uint64_t l2_policy(bool evict_first) {
+  uint64_t policy;
+  if (evict_first) {
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+  } else {
+    asm volatile("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;\n" : "=l"(policy));
+  }
+  return policy;
+}
+
+// The shared-state-space address of a pointer into shared memory.
+__device__ __forceinline__ uint32_t shared_address(const void* smem) { return cute::cast_smem_ptr_to_uint(smem); }
+
+// Asynchronous 16-byte global -> shared copy of `src_bytes` (0 or 16) bytes, the rest
+// zero-filled, bypassing L1, with an L2 cache policy from l2_policy. `smem` is a shared address.
+__device__ __forceinline__ void cp_async_16(uint32_t smem, const uint32_t* gmem, int src_bytes, uint64_t policy) {
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(smem), "l"(gmem),
+               "r"(src_bytes), "l"(policy));
+}
+
+// `value`, opaque to the compiler: what is computed from it stays where it is written instead
+// of being hoisted out of the loop around it (and held in registers across that loop).
+__device__ __forceinline__ uint32_t opaque(uint32_t value) {
+  asm volatile("mov.b32 %0, %0;\n" : "+r"(value));
+  return value;
 }
 
 __device__ __forceinline__ void cp_async_fence() { cute::cp_async_fence(); }

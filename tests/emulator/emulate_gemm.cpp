@@ -4,11 +4,15 @@
 // CUDA thread. Built and called through ctypes by tests/emulated_kernel.py; not part of the
 // package.
 #include "bitplane_gemm_kernel.cuh"
+#include "emulated_call.h"
 #include "gemm_plan.h"
+#include "split_k_reduce.cuh"
 
+#include <algorithm>
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,72 +27,88 @@ namespace {
 
 using apq::cuda::LaunchPlan;
 
+// Runs every block of the grid, one after another, in the order given by `seed` (0: x, then y,
+// then z; otherwise a shuffle: split-K results must not depend on which block ends last).
 template <class Tile>
-void emulate(const LaunchPlan& plan) {
-  static_assert(Tile::kSmemBytes <= sizeof(apq::cuda::smem));
+void emulate(const LaunchPlan& plan, unsigned seed, emu::GlobalReads& reads) {
+  static_assert(Tile::kPipelineBytes <= sizeof(apq::cuda::smem));
+  const emu::Dim3 grid{plan.grid[0], plan.grid[1], plan.grid[2]};
+  std::vector<emu::Dim3> blocks;
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x) blocks.push_back({x, y, z});
+  if (seed != 0) std::shuffle(blocks.begin(), blocks.end(), std::mt19937(seed));
   const int warps = plan.threads / 32;
-  for (unsigned bz = 0; bz < plan.grid[2]; ++bz) {
-    for (unsigned by = 0; by < plan.grid[1]; ++by) {
-      for (unsigned bx = 0; bx < plan.grid[0]; ++bx) {
-        std::memset(apq::cuda::smem, 0x5A, sizeof(apq::cuda::smem));  // stale shared memory
-        std::barrier<> block(plan.threads);
-        std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;
-        for (int w = 0; w < warps; ++w) warp_barriers.push_back(std::make_unique<std::barrier<>>(32));
-        std::vector<emu::WarpExchange> exchange(warps);
-        std::vector<std::thread> threads;
-        for (int t = 0; t < plan.threads; ++t) {
-          threads.emplace_back([&, t] {
-            emu::ctx.thread = {static_cast<unsigned>(t), 0, 0};
-            emu::ctx.block = {bx, by, bz};
-            emu::ctx.block_barrier = &block;
-            emu::ctx.warp_barrier = warp_barriers[t / 32].get();
-            emu::ctx.warp = &exchange[t / 32];
-            apq::cuda::bitplane_gemm_kernel<Tile>(plan.params);
-          });
-        }
-        for (auto& th : threads) th.join();
-      }
+  for (const emu::Dim3& b : blocks) {
+    std::memset(apq::cuda::smem, 0x5A, sizeof(apq::cuda::smem));  // stale shared memory
+    std::barrier<> block(plan.threads);
+    std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;
+    for (int w = 0; w < warps; ++w) warp_barriers.push_back(std::make_unique<std::barrier<>>(32));
+    std::vector<emu::WarpExchange> exchange(warps);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < plan.threads; ++t) {
+      threads.emplace_back([&, t] {
+        emu::ctx.thread = {static_cast<unsigned>(t), 0, 0};
+        emu::ctx.block = b;
+        emu::ctx.grid = grid;
+        emu::ctx.block_dim = {static_cast<unsigned>(plan.threads), 1, 1};
+        emu::ctx.shared = apq::cuda::smem;
+        emu::ctx.reads = &reads;
+        emu::ctx.block_barrier = &block;
+        emu::ctx.warp_barrier = warp_barriers[t / 32].get();
+        emu::ctx.warp = &exchange[t / 32];
+        apq::cuda::bitplane_gemm_kernel<Tile>(plan.params);
+      });
+    }
+    for (auto& th : threads) th.join();
+  }
+}
+
+// The split-K reduction: no barriers or collectives, so its threads run one after another.
+void emulate_split_k_reduce(const LaunchPlan& plan) {
+  for (unsigned b = 0; b < plan.reduce_blocks; ++b) {
+    for (int t = 0; t < apq::cuda::kReduceThreads; ++t) {
+      emu::ctx.thread = {static_cast<unsigned>(t), 0, 0};
+      emu::ctx.block = {b, 0, 0};
+      emu::ctx.block_dim = {apq::cuda::kReduceThreads, 1, 1};
+      apq::cuda::split_k_reduce_kernel(plan.params, static_cast<int>(plan.grid[2]));
     }
   }
 }
 
 }  // namespace
 
-// What gemm_cuda.cpp receives, flattened:
-//   ints:   M N K x_bits w_bits group_size out_type bias_type
-//   ptrs:   x_planes w_planes x_rowsum x_scale x_offset w_rowsum w_scale w_offset bias out
-//   device: arch sm_count smem_per_block max_grid_x max_grid_y max_grid_z
-// Returns 0 when the call ran, 2 when the plan refused it (the reason in `error`), 3 when
-// the CUTLASS baseline ("baseline") would run it (its device code is not emulated), 1 on an
-// exception.
-extern "C" int apq_emulate_gemm(const char* variant_name, const int64_t* ints, void* const* ptrs,
-                                const int64_t* device, char* error, int error_len) {
+using emu::fail;
+using emu::limits_of;
+using emu::problem_of;
+
+// The host plan alone (no kernel run): `plan` receives grid x, y, z, threads, shared memory
+// bytes, workspace bytes, reduction blocks. Returns 0, or 2 with the refusal in `error`.
+extern "C" __attribute__((visibility("default"))) int apq_plan_gemm(const char* variant_name, const int64_t* ints,
+                                                                    const int64_t* device, int64_t* plan_out,
+                                                                    char* error, int error_len) {
   using namespace apq::cuda;
-  auto fail = [&](int rc, const std::string& why) {
-    std::snprintf(error, static_cast<size_t>(error_len), "%s", why.c_str());
-    return rc;
-  };
-  GemmProblem problem;
-  problem.M = ints[0];
-  problem.N = ints[1];
-  problem.K = ints[2];
-  problem.x_bits = static_cast<int>(ints[3]);
-  problem.w_bits = static_cast<int>(ints[4]);
-  problem.group_size = ints[5];
-  problem.out_type = static_cast<ElemType>(ints[6]);
-  problem.bias_type = static_cast<ElemType>(ints[7]);
-  problem.x_planes = static_cast<const uint32_t*>(ptrs[0]);
-  problem.w_planes = static_cast<const uint32_t*>(ptrs[1]);
-  problem.x_rowsum = static_cast<const int32_t*>(ptrs[2]);
-  problem.x_scale = static_cast<const float*>(ptrs[3]);
-  problem.x_offset = static_cast<const float*>(ptrs[4]);
-  problem.w_rowsum = static_cast<const int32_t*>(ptrs[5]);
-  problem.w_scale = static_cast<const float*>(ptrs[6]);
-  problem.w_offset = static_cast<const float*>(ptrs[7]);
-  problem.bias = ptrs[8];
-  problem.out = ptrs[9];
-  const DeviceLimits limits{static_cast<int>(device[0]), static_cast<int>(device[1]), device[2],
-                            device[3], device[4], device[5]};
+  const KernelVariant* variant = find_variant(variant_name);
+  if (variant == nullptr) return fail(error, error_len, 2, "unknown variant; one of " + variant_names());
+  const LaunchPlan plan = plan_launch(problem_of(ints, nullptr), *variant, limits_of(device));
+  if (!plan.refusal.empty()) return fail(error, error_len, 2, plan.refusal);
+  const int64_t values[] = {plan.grid[0], plan.grid[1], plan.grid[2], plan.threads, plan.smem_bytes,
+                            plan.workspace_bytes, plan.reduce_blocks};
+  std::copy(std::begin(values), std::end(values), plan_out);
+  return 0;
+}
+
+// The call run on the CPU. `splits` receives the plan's grid z. Returns 0 when the call ran, 2
+// when the plan refused it (the reason in `error`), 3 when the CUTLASS baseline ("baseline")
+// would run it (its device code is not emulated), 1 on an exception.
+extern "C" __attribute__((visibility("default"))) int apq_emulate_gemm(const char* variant_name, const int64_t* ints,
+                                                                       void* const* ptrs, const int64_t* device,
+                                                                       unsigned block_order_seed, int64_t* splits,
+                                                                       char* error, int error_len) {
+  using namespace apq::cuda;
+  auto fail = [&](int rc, const std::string& why) { return emu::fail(error, error_len, rc, why); };
+  const GemmProblem problem = problem_of(ints, ptrs);
+  const DeviceLimits limits = limits_of(device);
   try {
     if (std::string(variant_name) == "baseline") {
       const std::string why = baseline_refusal(problem, limits);
@@ -96,15 +116,41 @@ extern "C" int apq_emulate_gemm(const char* variant_name, const int64_t* ints, v
     }
     const KernelVariant* variant = find_variant(variant_name);
     if (variant == nullptr) return fail(2, "unknown variant; one of " + variant_names());
-    const LaunchPlan plan = plan_launch(problem, *variant, limits);
+    LaunchPlan plan = plan_launch(problem, *variant, limits);
     if (!plan.refusal.empty()) return fail(2, plan.refusal);
+    *splits = plan.grid[2];
     if (plan.empty()) return 0;
-    switch (plan.kernel) {
-      case KernelId::Large: emulate<LargeTile>(plan); break;
-      case KernelId::Skinny: emulate<SkinnyTile>(plan); break;
+    if (plan.smem_bytes > static_cast<int64_t>(sizeof(smem))) return fail(1, "shared memory beyond the emulator's");
+    std::vector<uint8_t> workspace(static_cast<size_t>(plan.workspace_bytes), 0xC3);  // poisoned partials
+    plan.params.partials = workspace.data();
+    emu::GlobalReads reads;  // the planes, as pack() lays them out
+    for (const PlaneOperand* op : {&plan.params.a, &plan.params.b}) {
+      const auto* begin = reinterpret_cast<const uint8_t*>(op->planes);
+      reads.ranges.emplace_back(begin, begin + op->bits * op->rows * plan.params.words * 4);
     }
+    switch (plan.kernel) {
+      case KernelId::Wide: emulate<WideTile>(plan, block_order_seed, reads); break;
+      case KernelId::Narrow: emulate<NarrowTile>(plan, block_order_seed, reads); break;
+      case KernelId::Bgmma: return fail(1, "the BGMMA kernel runs in its own emulator (tests/emulated_bgmma.py)");
+    }
+    if (!reads.violation.empty()) return fail(1, reads.violation);
+    emulate_split_k_reduce(plan);
   } catch (const std::exception& e) {
     return fail(1, e.what());
   }
   return 0;
+}
+
+// The emulator's own cp.async contract, for its test: the destination reads as garbage until
+// the wait_group that completes the copy's group. Returns 0 when it holds.
+extern "C" __attribute__((visibility("default"))) int apq_emulator_cp_async_probe() {
+  alignas(16) static const uint32_t source[4] = {1, 2, 3, 4};
+  uint8_t* destination = apq::cuda::smem;
+  emu::ctx.shared = apq::cuda::smem;
+  apq::ext::cp_async_16(apq::ext::shared_address(destination), source, 16, apq::ext::l2_policy(false));
+  apq::ext::cp_async_fence();
+  const bool early = std::memcmp(destination, source, 16) == 0;  // must not have landed yet
+  apq::ext::cp_async_wait<0>();
+  const bool landed = std::memcmp(destination, source, 16) == 0;
+  return !early && landed ? 0 : 1;
 }

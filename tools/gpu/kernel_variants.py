@@ -23,11 +23,15 @@ class Variant:
         return capability >= self.min_capability and group_size % self.group_quantum == 0
 
 
+# The register-recovery kernel's tiles (wide, narrow), each with the activations or the weights
+# on the MMA's A side, with or without split-K (csrc/cuda/gemm_plan.h's kVariants).
+FUSED = tuple(f"{tile},{side}{split}" for tile in ("wide", "narrow") for side in ("noswap", "swap")
+              for split in ("", ",splitk"))
 VARIANTS = (
-    Variant("large,noswap", {"APQ_GEMM_KERNEL": "large,noswap"}),
-    Variant("large,swap", {"APQ_GEMM_KERNEL": "large,swap"}),
-    Variant("skinny,noswap", {"APQ_GEMM_KERNEL": "skinny,noswap"}),
-    Variant("skinny,swap", {"APQ_GEMM_KERNEL": "skinny,swap"}),
+    *(Variant(name, {"APQ_GEMM_KERNEL": name}) for name in FUSED),
+    # the sm_90a wgmma b1 kernel (TMA, warp-specialized)
+    Variant("bgmma,noswap", {"APQ_GEMM_KERNEL": "bgmma,noswap"}, min_capability=90),
+    Variant("bgmma,swap", {"APQ_GEMM_KERNEL": "bgmma,swap"}, min_capability=90),
     Variant("baseline", {"APQ_GEMM_PATH": "baseline"}, group_quantum=128),  # CUTLASS b1 GEMM + recovery
 )
 TABLE = Variant("table")  # no forcing: the kernel map's choice
@@ -37,7 +41,7 @@ FORCING_VARS = sorted({name for v in VARIANTS for name in v.env})
 
 
 def select(names: str | None) -> tuple[Variant, ...]:
-    """Variants named space-separated ('table large,swap baseline'); 'all' adds `TABLE` to the
+    """Variants named space-separated ('table wide,swap baseline'); 'all' adds `TABLE` to the
     forced ones, None means the forced ones alone."""
     known = {v.name: v for v in (TABLE,) + VARIANTS}
     if names is None:
