@@ -2,6 +2,7 @@
 #include "../checks.h"
 #include "../format.h"
 #include "../ops.h"
+#include "hadamard_kernels.h"
 #include "kernel_select.h"
 
 #include <ATen/ATen.h>
@@ -66,9 +67,15 @@ Tensor unpack_cpu(const Tensor& planes, int64_t K) {
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> quantize_pack_cpu(
-    const Tensor& x, int64_t bits, std::string_view format, int64_t group_size) {
-  const Format fmt = check_quantize_pack_args(x, bits, format, group_size);
+    const Tensor& x, int64_t bits, std::string_view format, int64_t group_size,
+    const std::optional<Tensor>& hadamard) {
+  const Format fmt = check_quantize_pack_args(x, bits, format, group_size, hadamard);
   const int64_t M = x.size(0), K = x.size(1);
+  // The fused rotation: each row is transformed in fp32 right after it is read.
+  const cpu::HadamardRowFn transform = hadamard ? cpu::active_hadamard_row() : nullptr;
+  const float* mix = hadamard ? hadamard->data_ptr<float>() : nullptr;
+  const int64_t m = hadamard ? hadamard->size(0) : 1;
+  const float hscale = hadamard_scale(K / m);
 
   const auto opts = x.options();
   Tensor planes = at::empty({bits, M, padded_words(K)}, opts.dtype(at::kInt));
@@ -80,21 +87,20 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> quantize_pack_cpu(
     float* sc = scale.data_ptr<float>();
     float* of = offset.data_ptr<float>();
     at::parallel_for(0, M, 16, [&](int64_t m0, int64_t m1) {
-      std::vector<float> row(static_cast<size_t>(K));
+      std::vector<float> row(static_cast<size_t>(K)), scratch(transform ? static_cast<size_t>(K) : 0);
       std::vector<uint8_t> codes(static_cast<size_t>(K));
-      for (int64_t m = m0; m < m1; ++m) {
+      for (int64_t r = m0; r < m1; ++r) {
+        for (int64_t k = 0; k < K; ++k) row[k] = static_cast<float>(xs[r * K + k]);
+        if (transform) transform(row.data(), K, mix, m, hscale, scratch.data());
         RowStats stats = RowStats::empty();
-        for (int64_t k = 0; k < K; ++k) {
-          row[k] = static_cast<float>(xs[m * K + k]);
-          stats.add(row[k]);
-        }
+        for (int64_t k = 0; k < K; ++k) stats.add(row[k]);
         const QuantParams p = choose_params(stats, static_cast<int>(bits), fmt);
-        sc[m] = p.scale;
-        of[m] = p.offset;
+        sc[r] = p.scale;
+        of[r] = p.offset;
         for (int64_t k = 0; k < K; ++k) {
           codes[k] = static_cast<uint8_t>(quantize_value(row[k], p, static_cast<int>(bits)));
         }
-        pack_row(codes.data(), m, K, group_size, planes, rowsum);
+        pack_row(codes.data(), r, K, group_size, planes, rowsum);
       }
     });
   });
