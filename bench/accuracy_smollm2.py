@@ -92,10 +92,11 @@ def main():
     eval_key = dict(windows=args.windows, seq_len=args.seq_len, calib_windows=args.calib_windows)
     state = json.load(open(path)) if os.path.exists(path) else {}
     if state.get("eval") != eval_key or state.get("version") != 2:
-        state = dict(version=2, eval=eval_key, threads=torch.get_num_threads(), rows=[])
+        state = dict(version=2, eval=eval_key, rows=[])
     done = {r["setting"] for r in state["rows"]}
 
     def record(row):
+        row["threads"] = torch.get_num_threads()
         state["rows"].append(row)
         done.add(row["setting"])
         with open(path, "w") as f:
@@ -166,8 +167,8 @@ def write_markdown(state, path):
         "search; \"gptq one-pass\": GPTQ (act-order, static groups, the same clipping search) on Hessians "
         "from one pass of the float model; \"gptq\": the same, sequential (layer by layer, each layer "
         "calibrated on the outputs of the quantized layers before it). Calibration time: rotation + "
-        f"quantization of the whole model, wall clock on 2 shared cores ({state.get('threads', '?')} threads). "
-        "Written by `bench/accuracy_smollm2.py`.",
+        "quantization of the whole model, wall clock on this machine's CPU (the torch threads of each row are in "
+        "the JSON; on a machine shared with other jobs, an upper bound). Written by `bench/accuracy_smollm2.py`.",
         "",
         "Peers on the same model and text: " + "; ".join(f"{n} {v}" for n, v in PEERS) + ".",
         "",
