@@ -2,7 +2,7 @@
 
 Layers, each depending only on those above it in this list:
   apq_torch.ops            the torch.ops.apq library: typed wrappers, fakes, layout rules
-  apq_torch.quantization   weight quantizers: round to nearest + clip search, GPTQ, mixed precision
+  apq_torch.quantization   weight quantizers: round to nearest + clip search, GPTQ, mixed precision, rotation
   apq_torch.api            APQConfig, APQLinear, quantize_ / prepare / convert, save / load, compile
   apq_torch.integrations   transformers, vLLM
   apq_torch.tools          command line, demo, evaluation, model loaders, benchmark helpers
@@ -14,13 +14,14 @@ from ._version import __version__
 from .api import (APQConfig, APQLinear, convert, load_quantized, prepare, quantize_, save_quantized,
                   weight_footprint)
 from .integrations import register_with_transformers_on_import
-from .ops import cpu_kernel, cuda_built, gemm, linear, pack, qmatmul, quantize_pack, unpack
+from .ops import cpu_kernel, cuda_built, gemm, hadamard, linear, pack, qmatmul, quantize_pack, unpack
+from .quantization import RotationConfig
 
 register_with_transformers_on_import()  # "apq" checkpoints load with from_pretrained (imports nothing now)
 
-__all__ = ["__version__", "ops", "pack", "unpack", "quantize_pack", "gemm", "qmatmul", "linear", "cpu_kernel",
-           "cuda_built", "APQConfig", "APQLinear", "quantize_", "prepare", "convert", "weight_footprint",
-           "compile", "save_quantized", "load_quantized"]
+__all__ = ["__version__", "ops", "pack", "unpack", "quantize_pack", "gemm", "qmatmul", "linear", "hadamard",
+           "cpu_kernel", "cuda_built", "APQConfig", "APQLinear", "RotationConfig", "quantize_", "prepare", "convert",
+           "weight_footprint", "compile", "save_quantized", "load_quantized"]
 
 
 def __getattr__(name):

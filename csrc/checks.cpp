@@ -138,13 +138,34 @@ void check_activation(const Tensor& x, int64_t K, const char* op, const char* na
 }
 
 void check_linear_args(const char* op, const Tensor& x, const Tensor& w_planes, int64_t K, int64_t group_size,
-                       int64_t a_bits, std::string_view a_format) {
+                       int64_t a_bits, std::string_view a_format, const std::optional<Tensor>& hadamard) {
   check_K(K, op);
   check_activation(x, K, op, "x", /*need_2d=*/false);
   check_bits(a_bits, op, "a_bits");
   parse_format(a_format, a_bits, op, "a_format");
   check_planes(w_planes, K, op, "w_planes");
   check_group_size(group_size, op);
+  if (hadamard.has_value()) check_hadamard_mix(*hadamard, x, K, op, "hadamard");
+}
+
+void check_hadamard_mix(const Tensor& mix, const Tensor& x, int64_t n, const char* op, const char* name) {
+  TORCH_CHECK(mix.dim() == 2 && mix.size(0) == mix.size(1) && mix.size(0) >= 1, op, ": argument '", name,
+              "' must be a square [m, m] matrix, got shape ", mix.sizes());
+  TORCH_CHECK(mix.scalar_type() == at::kFloat, op, ": argument '", name, "' must be float32, got ",
+              mix.scalar_type());
+  TORCH_CHECK(mix.is_contiguous(), op, ": argument '", name, "' must be contiguous");
+  check_same_device(op, {{"x", &x}, {name, &mix}});
+  const int64_t m = mix.size(0), P = n / m;
+  TORCH_CHECK(n % m == 0 && P >= 1 && (P & (P - 1)) == 0, op, ": argument '", name, "' is ", m, "x", m,
+              ", but the transformed size ", n, " is not ", m, " times a power of two");
+}
+
+int64_t check_hadamard_args(const Tensor& x, const Tensor& mix, const char* op) {
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) >= 1, op, ": argument 'x' must have a non-empty last dimension, got shape ",
+              x.sizes());
+  check_activation(x, x.size(-1), op, "x", /*need_2d=*/false);
+  check_hadamard_mix(mix, x, x.size(-1), op, "mix");
+  return x.size(-1);
 }
 
 void check_pack_args(const Tensor& codes, int64_t bits, int64_t group_size) {
@@ -167,7 +188,8 @@ void check_codes_range(const Tensor& codes, int64_t bits) {
               hi_v, "]");
 }
 
-Format check_quantize_pack_args(const Tensor& x, int64_t bits, std::string_view format, int64_t group_size) {
+Format check_quantize_pack_args(const Tensor& x, int64_t bits, std::string_view format, int64_t group_size,
+                                const std::optional<Tensor>& hadamard) {
   constexpr const char* op = "apq::quantize_pack";
   check_bits(bits, op, "bits");
   const Format fmt = parse_format(format, bits, op, "format");
@@ -175,6 +197,7 @@ Format check_quantize_pack_args(const Tensor& x, int64_t bits, std::string_view 
   TORCH_CHECK(x.dim() == 2, op, ": argument 'x' must be 2-D [M, K], got ", x.dim(), " dimensions");
   check_K(x.size(1), op);
   check_activation(x, x.size(1), op, "x", /*need_2d=*/true);
+  if (hadamard.has_value()) check_hadamard_mix(*hadamard, x, x.size(1), op, "hadamard");
   return fmt;
 }
 

@@ -4,6 +4,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <initializer_list>
+#include <optional>
 #include <string_view>
 
 namespace apq {
@@ -52,9 +53,10 @@ void check_weight_args(const char* op, const Tensor& w_planes, const Tensor& w_r
 // Checks of a gemm call, including that the exact int32 result cannot overflow.
 void check_gemm_args(const char* op, const Tensor& x_planes, const Tensor& w_planes, int64_t K);
 
-// linear: K, x floating with last dimension K, a_bits/a_format, w_planes, group size.
+// linear: K, x floating with last dimension K, a_bits/a_format, w_planes, group size, and
+// the optional Hadamard mix of the fused transform.
 void check_linear_args(const char* op, const Tensor& x, const Tensor& w_planes, int64_t K, int64_t group_size,
-                       int64_t a_bits, std::string_view a_format);
+                       int64_t a_bits, std::string_view a_format, const std::optional<Tensor>& hadamard);
 
 // pack: bits, group size, integer 2-D codes with K >= 1. Returns nothing.
 void check_pack_args(const Tensor& codes, int64_t bits, int64_t group_size);
@@ -65,8 +67,17 @@ void check_codes_range(const Tensor& codes, int64_t bits);
 // Activation input of quantize_pack / linear: floating, last dimension K.
 void check_activation(const Tensor& x, int64_t K, const char* op, const char* name, bool need_2d);
 
-// quantize_pack: bits, format, group size, x float 2-D contiguous with K >= 1.
+// quantize_pack: bits, format, group size, x float 2-D contiguous with K >= 1, and the
+// optional Hadamard mix of the fused transform (check_hadamard_mix).
 enum class Format : int;
-Format check_quantize_pack_args(const Tensor& x, int64_t bits, std::string_view format, int64_t group_size);
+Format check_quantize_pack_args(const Tensor& x, int64_t bits, std::string_view format, int64_t group_size,
+                                const std::optional<Tensor>& hadamard);
+
+// The mix of a Walsh-Hadamard transform of rows of n values (argument `name`): fp32 [m, m],
+// contiguous, on the device of `x`, with n = m * P and P a power of two.
+void check_hadamard_mix(const Tensor& mix, const Tensor& x, int64_t n, const char* op, const char* name);
+
+// hadamard: x float with at least one dimension, and its mix; returns n = x.size(-1).
+int64_t check_hadamard_args(const Tensor& x, const Tensor& mix, const char* op);
 
 }  // namespace apq

@@ -21,7 +21,7 @@ void unavailable(const c10::OperatorHandle& op, torch::jit::Stack*) {
 }  // namespace
 
 TORCH_LIBRARY_IMPL(apq, CUDA, m) {
-  for (const char* name : {"pack", "unpack", "quantize_pack", "gemm", "qmatmul", "linear"}) {
+  for (const char* name : {"pack", "unpack", "quantize_pack", "gemm", "qmatmul", "linear", "hadamard"}) {
     m.impl(name, torch::CppFunction::makeFromBoxedFunction<&unavailable>());
   }
 }

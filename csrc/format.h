@@ -77,4 +77,8 @@ APQ_HOST_DEVICE uint32_t quantize_value(float x, QuantParams p, int bits) {
   return static_cast<uint32_t>(fminf(fmaxf(rintf(t), 0.f), qmax));
 }
 
+// The last step of the Walsh-Hadamard transform of blocks of P values (P a power of two):
+// multiply by fp32(1 / sqrt(P)), rounded once from double (csrc/cpu/hadamard_kernels.h).
+inline float hadamard_scale(int64_t P) { return static_cast<float>(1.0 / std::sqrt(static_cast<double>(P))); }
+
 }  // namespace apq

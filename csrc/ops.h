@@ -15,7 +15,8 @@ using at::Tensor;
 std::tuple<Tensor, Tensor> pack_cpu(const Tensor& codes, int64_t bits, int64_t group_size);
 Tensor unpack_cpu(const Tensor& planes, int64_t K);
 std::tuple<Tensor, Tensor, Tensor, Tensor> quantize_pack_cpu(
-    const Tensor& x, int64_t bits, std::string_view format, int64_t group_size);
+    const Tensor& x, int64_t bits, std::string_view format, int64_t group_size,
+    const std::optional<Tensor>& hadamard);
 Tensor gemm_cpu(const Tensor& x_planes, const Tensor& w_planes, int64_t K);
 Tensor qmatmul_cpu(const Tensor& x_planes, const Tensor& x_rowsum, const Tensor& x_scale,
                    const Tensor& x_offset, const Tensor& w_planes, const Tensor& w_rowsum,
@@ -23,7 +24,9 @@ Tensor qmatmul_cpu(const Tensor& x_planes, const Tensor& x_rowsum, const Tensor&
                    const std::optional<Tensor>& bias, at::ScalarType out_dtype);
 Tensor linear_cpu(const Tensor& x, const Tensor& w_planes, const Tensor& w_rowsum,
                   const Tensor& w_scale, const Tensor& w_offset, int64_t K, int64_t group_size,
-                  int64_t a_bits, std::string_view a_format, const std::optional<Tensor>& bias);
+                  int64_t a_bits, std::string_view a_format, const std::optional<Tensor>& bias,
+                  const std::optional<Tensor>& hadamard);
+Tensor hadamard_cpu(const Tensor& x, const Tensor& mix);
 
 // The CPU kernel setting ("auto", "avx512", "vnni" or "portable"); "" only queries.
 std::string cpu_kernel(std::string_view request);
@@ -39,7 +42,8 @@ std::string cuda_kernel_choice(int64_t M, int64_t N, int64_t K, int64_t x_bits, 
 std::tuple<Tensor, Tensor> pack_cuda(const Tensor& codes, int64_t bits, int64_t group_size);
 Tensor unpack_cuda(const Tensor& planes, int64_t K);
 std::tuple<Tensor, Tensor, Tensor, Tensor> quantize_pack_cuda(
-    const Tensor& x, int64_t bits, std::string_view format, int64_t group_size);
+    const Tensor& x, int64_t bits, std::string_view format, int64_t group_size,
+    const std::optional<Tensor>& hadamard);
 Tensor gemm_cuda(const Tensor& x_planes, const Tensor& w_planes, int64_t K);
 Tensor qmatmul_cuda(const Tensor& x_planes, const Tensor& x_rowsum, const Tensor& x_scale,
                     const Tensor& x_offset, const Tensor& w_planes, const Tensor& w_rowsum,
@@ -47,7 +51,9 @@ Tensor qmatmul_cuda(const Tensor& x_planes, const Tensor& x_rowsum, const Tensor
                     const std::optional<Tensor>& bias, at::ScalarType out_dtype);
 Tensor linear_cuda(const Tensor& x, const Tensor& w_planes, const Tensor& w_rowsum,
                    const Tensor& w_scale, const Tensor& w_offset, int64_t K, int64_t group_size,
-                   int64_t a_bits, std::string_view a_format, const std::optional<Tensor>& bias);
+                   int64_t a_bits, std::string_view a_format, const std::optional<Tensor>& bias,
+                   const std::optional<Tensor>& hadamard);
+Tensor hadamard_cuda(const Tensor& x, const Tensor& mix);
 #endif
 
 }  // namespace apq

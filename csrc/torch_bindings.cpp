@@ -18,9 +18,10 @@ TORCH_LIBRARY(apq, m) {
   m.def("pack(Tensor codes, int bits, int group_size=0) -> (Tensor planes, Tensor rowsum)");
   // bit planes -> int32 codes [R, K]
   m.def("unpack(Tensor planes, int K) -> Tensor");
-  // per-token dynamic quantization of float x [M, K] and packing in one pass; scale/offset fp32 [M]
+  // per-token dynamic quantization of float x [M, K] and packing in one pass; scale/offset fp32 [M];
+  // with `hadamard` (a mix [m, m]), each row is first rotated as by apq::hadamard(x, hadamard)
   m.def(
-      "quantize_pack(Tensor x, int bits, str format, int group_size=0)"
+      "quantize_pack(Tensor x, int bits, str format, int group_size=0, Tensor? hadamard=None)"
       " -> (Tensor planes, Tensor rowsum, Tensor scale, Tensor offset)");
   // exact int32 [M, N] = sum_k u_x * u_w; refuses a K that could overflow int32
   m.def("gemm(Tensor x_planes, Tensor w_planes, int K) -> Tensor");
@@ -29,10 +30,12 @@ TORCH_LIBRARY(apq, m) {
       "qmatmul(Tensor x_planes, Tensor x_rowsum, Tensor x_scale, Tensor x_offset,"
       " Tensor w_planes, Tensor w_rowsum, Tensor w_scale, Tensor w_offset,"
       " int K, int group_size, Tensor? bias, ScalarType out_dtype) -> Tensor");
-  // quantize_pack + qmatmul of x [..., K]; output [..., N] in x.dtype
+  // quantize_pack (with its optional fused Hadamard transform) + qmatmul of x [..., K]; output [..., N] in x.dtype
   m.def(
       "linear(Tensor x, Tensor w_planes, Tensor w_rowsum, Tensor w_scale, Tensor w_offset,"
-      " int K, int group_size, int a_bits, str a_format, Tensor? bias) -> Tensor");
+      " int K, int group_size, int a_bits, str a_format, Tensor? bias, Tensor? hadamard=None) -> Tensor");
+  // rows of x [..., n] times (mix (x) H_P / sqrt(P))^T, n = m * P, P a power of two (fast Walsh-Hadamard, fp32)
+  m.def("hadamard(Tensor x, Tensor mix) -> Tensor");
   // Selects the CPU kernel, and names the kernel map's choice for a shape (tests, benchmarks);
   // not part of the op contract.
   m.def("_cpu_kernel(str request=\"\") -> str", &apq::cpu_kernel);
@@ -57,4 +60,5 @@ TORCH_LIBRARY_IMPL(apq, CPU, m) {
   m.impl("gemm", &apq::gemm_cpu);
   m.impl("qmatmul", &apq::qmatmul_cpu);
   m.impl("linear", &apq::linear_cpu);
+  m.impl("hadamard", &apq::hadamard_cpu);
 }

@@ -8,7 +8,7 @@ import torch
 
 from apq_torch import APQConfig, load_quantized, quantize_, save_quantized
 from apq_torch.api.quantize import quantized_layers
-from apq_torch.api.serialization import FORMAT_KEY, METADATA_KEY
+from apq_torch.api.serialization import FORMAT_KEY, FORMAT_VERSION, METADATA_KEY
 from apq_torch.tools.models import decoder_linear_filter, tiny_llama
 
 pytest.importorskip("transformers")
@@ -51,14 +51,19 @@ def rewrite(path, out, tensors=None, metadata=None):
     return out
 
 
-def test_version_is_written_and_checked(saved, tmp_path):
-    _, path = saved
+def test_version_is_written_and_checked(saved, tmp_path, gen):
+    model, path = saved
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
     layers = json.loads(meta[METADATA_KEY])
-    assert meta[FORMAT_KEY] == "1" and all(cfg["version"] == APQConfig.VERSION for cfg in layers.values())
+    assert meta[FORMAT_KEY] == str(FORMAT_VERSION) == "2"
+    assert all(cfg["version"] == APQConfig.VERSION for cfg in layers.values())
+    # version 1 (before online Hadamard transforms) is version 2 without them: still loads
+    v1 = rewrite(path, tmp_path / "v1.safetensors", metadata={FORMAT_KEY: "1"})
+    ids = torch.randint(0, 96, (1, 9), generator=gen)
+    assert torch.equal(load_quantized(small_llama(seed=2), v1)(ids).logits, model(ids).logits)
     future = rewrite(path, tmp_path / "future.safetensors", metadata={FORMAT_KEY: "99"})
     with pytest.raises(ValueError, match="format version '99'"):
         load_quantized(small_llama(), future)

@@ -1,5 +1,6 @@
 """The CUDA objects are built wherever nvcc and a CUDA torch exist, GPU or not."""
 
+import functools
 import glob
 import importlib.util
 import os
@@ -50,6 +51,7 @@ def test_cuda_objects_hold_both_default_archs():
 GEMM_KERNELS = ("bitplane_gemm_kernel", "OpAndPopc")  # the fused kernel and CUTLASS's b1 GEMM
 
 
+@functools.lru_cache(maxsize=None)  # one dump of the binary (tens of seconds) for all the tests reading it
 def cuobjdump_sections(flag):
     """{arch: {function: text}} from `cuobjdump <flag>` of the extension (SASS or resource usage)."""
     tool = find_cuobjdump()
@@ -126,3 +128,14 @@ def test_fused_main_loops_issue_at_most_two_other_instructions_per_mma():
     for e in fused:
         assert e["mma"] >= 32 and e["by_kind"]["ldgsts"] > 0, e
         assert e["non_mma_per_mma"] <= 2.0, (e["arch"], e["kernel"], e["by_kind"])
+
+
+@pytest.mark.skipif(not expect_cuda_build(), reason="no nvcc or a CPU-only torch: CPU-only build")
+def test_hadamard_kernels_round_every_product_and_sum():
+    # apq::hadamard matches the CPU and the reference to the bit only without contracted FMAs
+    sass = cuobjdump_sections("-sass")
+    for arch in built_archs():
+        kernels = {n: body for n, body in sass.get(arch, {}).items() if "hadamard_kernel" in n}
+        assert len(kernels) == 4, (arch, list(kernels))  # fp32, fp64, fp16, bf16 inputs
+        for name, body in kernels.items():
+            assert "FADD" in body and "FMUL" in body and "FFMA" not in body, (arch, name)

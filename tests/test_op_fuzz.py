@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 import apq_torch
 from apq_torch import reference as ref
 from apq_torch.ops.layout import FORMATS, GROUP_QUANTUM
+from apq_torch.quantization.hadamard import mix_matrix, random_orthogonal
 from backends import GEMM_BACKENDS, OP_BACKENDS, cuda_variant_skip_reason, kernel_variants, selected
 from helpers import Fp64Product, assert_within, exact_product, qmatmul_error_bound, random_weight
 
@@ -267,3 +268,33 @@ def test_fuzz_emulated_cuda_qmatmul_within_bound(emulator, variant, case):
     emulated.run(emulator, variant, xq[0], w[0], K, out, xq[1:], w[1:], c["group_size"], bias, device=EMULATED_GPU)
     want = Fp64Product(xq, w, K, c["group_size"], bias)
     assert_within(out, want.y, qmatmul_error_bound(want, c["out_dtype"], "cuda"), str(c))
+
+
+@st.composite
+def hadamard_case(draw):
+    m = draw(st.sampled_from([1, 1, 3, 12, 20, 36]))
+    P = 2 ** draw(st.integers(0, 11 if m == 1 else 7))
+    return dict(m=m, n=m * P, M=draw(st.integers(1, 12)), dtype=draw(st.sampled_from(FLOAT_OUT)),
+                seed=draw(st.integers(0, 2**31 - 1)), scale=draw(st.sampled_from([1e-30, 1.0, 1e4, 1e36])),
+                special=draw(st.sampled_from([None, "nan", "inf"])), bits=draw(bits),
+                fmt=draw(st.sampled_from(["unsigned", "bipolar"])))
+
+
+@op_backends
+@given(case=hadamard_case())
+def test_fuzz_hadamard_and_fused_quantize_pack_match_the_reference(where, case):
+    device, kernel = where
+    c = case
+    gen = torch.Generator().manual_seed(c["seed"])
+    mix = mix_matrix(c["n"]) if c["m"] != 3 else random_orthogonal(3, c["seed"]).float()
+    x = torch.randn(c["M"], c["n"], generator=gen) * c["scale"]  # 1e36: sums overflow to inf, as specified
+    if c["special"]:
+        x[0, c["n"] // 2] = float(c["special"])
+    x = x.to(c["dtype"])
+    with selected(device, kernel) as b:
+        y = apq_torch.ops.hadamard(*b.to(x, mix))
+        torch.testing.assert_close(y.cpu(), ref.hadamard(x, mix), rtol=0, atol=0, equal_nan=True)
+        got = apq_torch.quantize_pack(b.to(x), c["bits"], c["fmt"], 0, b.to(mix))
+        want = ref.quantize_pack(x, c["bits"], c["fmt"], 0, mix)
+        for a, w in zip(got, want):
+            torch.testing.assert_close(a.cpu(), w, rtol=0, atol=0, equal_nan=True)

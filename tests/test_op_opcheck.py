@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from apq_torch.quantization.hadamard import mix_matrix
 from helpers import random_activation, random_codes, random_weight
 
 K, GS = 300, 64
@@ -14,6 +15,9 @@ def sample_inputs(gen, to):
     codes = to(random_codes(5, K, 4, gen))
     xq = torch.ops.apq.quantize_pack(x, 4, "unsigned", GS)
     bias = to(torch.randn(7, generator=gen))
+    ones, mix12 = to(torch.ones(1, 1)), to(mix_matrix(192))  # 192 = 12 * 16
+    wh = to(*random_weight(7, 192, 4, "bipolar", GS, gen))
+    xh = to(random_activation(5, 192, torch.float32, gen))
     return {
         "pack": (torch.ops.apq.pack.default, (codes, 4, GS)),
         "unpack": (torch.ops.apq.unpack.default, (w[0], K)),
@@ -23,6 +27,10 @@ def sample_inputs(gen, to):
         "qmatmul-fp32": (torch.ops.apq.qmatmul.default, (*xq, *w, K, GS, None, torch.float32)),
         "linear-3d": (torch.ops.apq.linear.default, (x.view(1, 5, K), *w, K, GS, 4, "bipolar", None)),
         "linear-half-bias": (torch.ops.apq.linear.default, (x.half(), *w, K, GS, 8, "signed", bias)),
+        "hadamard": (torch.ops.apq.hadamard.default, (x[:, :256], ones)),
+        "hadamard-mix-3d-half": (torch.ops.apq.hadamard.default, (xh.reshape(1, 5, 192).half(), mix12)),
+        "quantize_pack-hadamard": (torch.ops.apq.quantize_pack.default, (xh, 4, "bipolar", GS, mix12)),
+        "linear-hadamard": (torch.ops.apq.linear.default, (xh.view(1, 5, 192), *wh, 192, GS, 8, "unsigned", None, mix12)),
     }
 
 

@@ -1,7 +1,7 @@
 """torch.compile for apq models, with a graph pass that quantizes each activation once.
 
 Several ``apq::linear`` nodes reading the same activation with the same activation bits,
-format, group size and K (attention q/k/v, MLP gate/up) each quantize and pack that
+format, group size, K and online Hadamard transform (attention q/k/v, MLP gate/up) each quantize and pack that
 activation again. :class:`ShareActivationQuantization` rewrites such a group into one
 ``apq::quantize_pack`` feeding one ``apq::qmatmul`` per layer. It runs as Inductor's
 ``post_grad_custom_post_pass`` (after functionalization, on aten-level graphs), and its
@@ -56,17 +56,18 @@ class ShareActivationQuantization(CustomGraphPass):
         for node in graph.nodes:
             if node.op == "call_function" and node.target is _LINEAR:
                 a = _linear_args(node)
-                groups[(a["x"], a["K"], a["group_size"], a["a_bits"], a["a_format"])].append(node)
+                key = (a["x"], a["K"], a["group_size"], a["a_bits"], a["a_format"], a.get("hadamard"))
+                groups[key].append(node)
         self.rewritten = 0
-        for (x, K, group_size, a_bits, a_format), nodes in groups.items():
+        for (x, K, group_size, a_bits, a_format, hadamard), nodes in groups.items():
             if len(nodes) >= 2 and isinstance(x, torch.fx.Node) and "val" in x.meta:
-                self._share(graph, x, K, group_size, a_bits, a_format, nodes)
+                self._share(graph, x, K, group_size, a_bits, a_format, hadamard, nodes)
                 self.rewritten += len(nodes)
         if self.rewritten:
             graph.lint()
 
     @staticmethod
-    def _share(graph, x, K, group_size, a_bits, a_format, nodes):
+    def _share(graph, x, K, group_size, a_bits, a_format, hadamard, nodes):
         x_val = x.meta["val"]
         fake_mode = torch._guards.detect_fake_mode([x_val])
 
@@ -81,7 +82,7 @@ class ShareActivationQuantization(CustomGraphPass):
 
         with graph.inserting_before(nodes[0]):
             x2 = x if x_val.dim() == 2 else call(torch.ops.aten.view.default, (x, [-1, K]))
-            packed = call(_QUANTIZE_PACK, (x2, a_bits, a_format, group_size))
+            packed = call(_QUANTIZE_PACK, (x2, a_bits, a_format, group_size, hadamard))
             parts = [call(torch.ops.aten.sym_size.int, (x, d)) if isinstance(s, torch.SymInt) else int(s)
                      for d, s in enumerate(x_val.shape[:-1])]
             qx = [call(operator.getitem, (packed, i), packed.meta["val"][i]) for i in range(4)]

@@ -11,29 +11,33 @@ from torch import Tensor, nn
 from .. import ops
 from ..ops.layout import dequantize_codes, num_groups, padded_words
 from ..quantization import QuantizedWeight, gptq_quantize, quantize_weight
+from ..quantization.fp32 import KeepsFp32Buffers
+from ..quantization.rotation import online_transform
 from .config import APQConfig
 
-# Kept in fp32 whatever dtype the module is cast to: the kernels read fp32 scales and offsets.
-FP32_BUFFERS = ("w_scale", "w_offset")
-
-
-class APQLinear(nn.Module):
+class APQLinear(KeepsFp32Buffers, nn.Module):
     """Drop-in replacement for ``nn.Linear`` (inference only).
 
     Buffers: ``w_planes`` int32 [w_bits, out, ceil(in/256)*8], ``w_rowsum`` int32 [out, G],
-    ``w_scale`` / ``w_offset`` fp32 [out, G] and ``bias`` (or None). Construct empty (for
-    loading a state dict) or with :meth:`from_float`. ``.to(dtype)`` / ``.half()`` cast the
-    bias (and so the activations the model feeds in) but keep the scales and offsets fp32.
+    ``w_scale`` / ``w_offset`` fp32 [out, G], ``bias`` (or None) and ``hadamard`` (or None):
+    the fp32 [m, m] mix of an online input rotation (rotation.py), fused into the
+    activation quantization. Construct empty (for loading a state dict; ``hadamard_size``
+    m, 0 for none) or with :meth:`from_float`. ``.to(dtype)`` / ``.half()`` cast the
+    bias (and so the activations the model feeds in) but keep the scales, offsets and mix fp32.
     """
 
+    FP32_BUFFERS = ("w_scale", "w_offset", "hadamard")
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 config: Optional[APQConfig] = None, device=None, bias_dtype=torch.float32):
+                 config: Optional[APQConfig] = None, device=None, bias_dtype=torch.float32, hadamard_size: int = 0):
         super().__init__()
         config = config or APQConfig()
         self.in_features, self.out_features, self.config = in_features, out_features, config
         for name, (shape, dtype) in self.buffer_specs(in_features, out_features, config).items():
             self.register_buffer(name, torch.zeros(shape, dtype=dtype, device=device))
         self.register_buffer("bias", torch.zeros(out_features, dtype=bias_dtype, device=device) if bias else None)
+        mix = torch.zeros(hadamard_size, hadamard_size, device=device) if hadamard_size else None
+        self.register_buffer("hadamard", mix)
 
     @staticmethod
     def buffer_specs(in_features: int, out_features: int, config: APQConfig) -> dict:
@@ -62,8 +66,11 @@ class APQLinear(nn.Module):
         w = linear.weight
         if q.codes.shape != w.shape or q.bits != config.w_bits or q.group_size != config.group_size:
             raise ValueError("the quantized weight does not match the layer and its config")
+        mix = online_transform(linear)
         module = cls(linear.in_features, linear.out_features, linear.bias is not None, config,
-                     device=w.device, bias_dtype=w.dtype)
+                     device=w.device, bias_dtype=w.dtype, hadamard_size=0 if mix is None else mix.shape[0])
+        if mix is not None:
+            module.hadamard.copy_(mix)
         planes, rowsum = ops.pack(q.codes, config.w_bits, config.group_size)
         module.w_planes.copy_(planes)
         module.w_rowsum.copy_(rowsum)
@@ -73,22 +80,14 @@ class APQLinear(nn.Module):
             module.bias.copy_(linear.bias.detach())
         return module
 
-    def _apply(self, fn, recurse=True):
-        kept = {name: getattr(self, name) for name in FP32_BUFFERS}
-        super()._apply(fn, recurse)
-        for name, before in kept.items():
-            after = getattr(self, name)
-            if after.dtype != torch.float32:  # a dtype cast: redo it as a move only
-                setattr(self, name, before.to(device=after.device))
-        return self
-
     def forward(self, x: Tensor) -> Tensor:
         c = self.config
         return ops.linear(x, self.w_planes, self.w_rowsum, self.w_scale, self.w_offset, self.in_features,
-                          c.group_size, c.a_bits, c.a_format, self.bias)
+                          c.group_size, c.a_bits, c.a_format, self.bias, self.hadamard)
 
     def dequantized_weight(self) -> Tensor:
-        """fp32 [out, in]: the weight values the kernel multiplies with."""
+        """fp32 [out, in]: the weight values the kernel multiplies with (after the online
+        transform, when the layer has one)."""
         codes = ops.unpack(self.w_planes, self.in_features)
         return dequantize_codes(codes, self.w_scale, self.w_offset, self.config.group_size)
 
@@ -103,4 +102,5 @@ class APQLinear(nn.Module):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, w_bits={c.w_bits} ({c.w_format}), "
                 f"a_bits={c.a_bits} ({c.a_format}), {group}"
-                f"{', clip_search' if c.clip_search else ''}")
+                f"{', clip_search' if c.clip_search else ''}"
+                f"{'' if self.hadamard is None else f', hadamard={self.hadamard.shape[0]}x{self.in_features // self.hadamard.shape[0]}'}")

@@ -4,6 +4,7 @@ prepare(model, config) -> the user's own calibration forward passes -> convert(m
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import warnings
 from collections import defaultdict
 from typing import Callable, Mapping, Optional, Union
@@ -11,7 +12,9 @@ from typing import Callable, Mapping, Optional, Union
 import torch
 from torch import nn
 
-from ..quantization import HessianRecorder, QuantizedWeight, collect_hessians, gptq_quantize
+from ..quantization import HessianRecorder, QuantizedWeight, collect_hessians, decoder_layers, gptq_quantize
+from ..quantization.rotation import RotationConfig, rotate_
+from ..quantization.sequential import LayerInputRecorder, StopForward, sequential_gptq
 from .config import APQConfig
 from .linear import APQLinear
 
@@ -49,9 +52,9 @@ def _why_not(module: nn.Module) -> Optional[str]:
     return None
 
 
-def quantize_(model: nn.Module, config: APQConfig,
+def quantize_(model: nn.Module, config: Union[APQConfig, RotationConfig],
               filter_fn: Optional[Callable[[nn.Module, str], bool]] = None,
-              overrides: Overrides = None, calibration=None) -> nn.Module:
+              overrides: Overrides = None, calibration=None, *, sequential: Optional[bool] = None) -> nn.Module:
     """Replace every ``nn.Linear`` of ``model`` accepted by ``filter_fn(module, name)`` with an
     :class:`APQLinear` quantized per ``config``, in place; returns ``model``.
 
@@ -61,39 +64,152 @@ def quantize_(model: nn.Module, config: APQConfig,
     named once in a warning.
 
     ``calibration`` feeds layers with ``method="gptq"``: an iterable of input-id tensors
-    [B, T] run through ``model`` once, or the dict of
-    :func:`apq_torch.quantization.collect_hessians`. To run your own calibration loop
-    instead, use :func:`prepare` and :func:`convert`.
+    [B, T], or the dict of :func:`apq_torch.quantization.collect_hessians`. With input ids,
+    GPTQ is *sequential* on a decoder LLM (``sequential=None`` picks it whenever the model has
+    decoder layers): layer by layer, each calibrated on the outputs of the layers before it
+    as quantized (apq_torch.quantization.sequential); ``sequential=False`` takes every
+    Hessian from one pass of the float model. To run your own calibration loop instead,
+    use :func:`prepare` and :func:`convert`.
+
+    ``config`` may also be a :class:`RotationConfig`: the model's residual stream is then
+    rotated in place (apq_torch.quantization.rotation; no other argument applies), to be
+    followed by a quantizing call.
     """
+    if isinstance(config, RotationConfig):
+        if filter_fn is not None or overrides is not None or calibration is not None or sequential is not None:
+            raise ValueError("quantize_ with a RotationConfig rotates the whole model: it takes no filter_fn, "
+                             "overrides, calibration or sequential")
+        return rotate_(model, config)
     plan = _plan(model, config, filter_fn, overrides)
-    return _convert(model, plan, _hessians_for(model, plan, calibration))
+    gptq = _gptq_names(plan)
+    if gptq and calibration is None:
+        raise ValueError(f"APQConfig.method='gptq' needs calibration= (input ids or Hessians); "
+                         f"layers: {sorted(gptq)[:3]}...")
+    if isinstance(calibration, Mapping):
+        if sequential:
+            raise ValueError("sequential=True needs calibration input ids, not Hessians")
+        missing = sorted(gptq - set(calibration))
+        if missing:
+            raise ValueError(f"calibration Hessians are missing for {missing[:3]}")
+        return _convert(model, plan, calibration)
+    if gptq and _use_sequential(model, gptq, sequential):
+        recorder = _SequentialRecorder(model, plan, stop_early=True)
+        try:
+            for ids in calibration:
+                recorder.run(ids)
+        finally:
+            recorder.remove()
+        return _convert_sequential(model, plan, recorder)
+    return _convert(model, plan, collect_hessians(model, calibration, lambda m, n: n in gptq) if gptq else {})
 
 
 def prepare(model: nn.Module, config: APQConfig, filter_fn: Optional[Callable[[nn.Module, str], bool]] = None,
-            overrides: Overrides = None) -> nn.Module:
+            overrides: Overrides = None, *, sequential: Optional[bool] = None) -> nn.Module:
     """First step of the two-step flow: plan the layers as :func:`quantize_` would and start
-    recording the input Hessians of the GPTQ ones. Run any forward passes (your calibration
-    data, any batch shapes), then call :func:`convert`. Returns ``model``."""
+    recording. Run any forward passes (your calibration data, any batch shapes), then call
+    :func:`convert`. Returns ``model``.
+
+    Sequential GPTQ (the default on a decoder LLM, as in :func:`quantize_`) records the
+    inputs of the first decoder layer (hidden states and the layer's keyword arguments,
+    KV caches dropped) and the Hessians of GPTQ layers outside the decoder layers; one-pass
+    GPTQ records every GPTQ layer's input Hessian."""
     if hasattr(model, _PREPARED):
         raise ValueError("model is already prepared; call apq_torch.convert(model) first")
     plan = _plan(model, config, filter_fn, overrides)
-    recorder = HessianRecorder(model, [n for n, (_, cfg) in plan.items() if cfg.method == "gptq"])
+    gptq = _gptq_names(plan)
+    if gptq and _use_sequential(model, gptq, sequential):
+        recorder = _SequentialRecorder(model, plan, stop_early=False)
+    else:
+        recorder = HessianRecorder(model, sorted(gptq))
     setattr(model, _PREPARED, (plan, recorder))
     return model
 
 
 def convert(model: nn.Module) -> nn.Module:
-    """Second step: quantize the layers :func:`prepare` planned, with the Hessians recorded
-    since; stops recording. Returns ``model``."""
+    """Second step: quantize the layers :func:`prepare` planned, with what was recorded since
+    (sequential GPTQ replays the recorded first-layer inputs through the decoder layers, layer
+    by layer); stops recording. Returns ``model``."""
     if not hasattr(model, _PREPARED):
         raise ValueError("model was not prepared: call apq_torch.prepare(model, config) first")
     plan, recorder = getattr(model, _PREPARED)
     recorder.remove()
     delattr(model, _PREPARED)
-    missing = sorted(n for n, (_, cfg) in plan.items() if cfg.method == "gptq" and n not in recorder.hessians)
+    if isinstance(recorder, _SequentialRecorder):
+        if not recorder.layer_inputs.inputs:
+            raise ValueError("no calibration data reached the first decoder layer between prepare and convert")
+        return _convert_sequential(model, plan, recorder)
+    missing = sorted(_gptq_names(plan) - set(recorder.hessians))
     if missing:
         raise ValueError(f"no calibration data reached {missing[:3]} between prepare and convert")
     return _convert(model, plan, recorder.hessians)
+
+
+def _gptq_names(plan: dict) -> set:
+    return {name for name, (_, cfg) in plan.items() if cfg.method == "gptq"}
+
+
+def _use_sequential(model: nn.Module, gptq: set, sequential: Optional[bool]) -> bool:
+    """Whether GPTQ runs layer by layer: asked for, or (None) whenever the model has decoder
+    layers holding GPTQ layers."""
+    if sequential is False:
+        return False
+    try:
+        prefixes = tuple(p + "." for p in _layer_prefixes(model, decoder_layers(model)))
+    except ValueError:
+        prefixes = ()
+    inside = any(n.startswith(prefixes) for n in gptq) if prefixes else False
+    if sequential and not inside:
+        raise ValueError("sequential=True needs a model with decoder layers (model.layers, transformer.h, ...) "
+                         "holding the GPTQ layers")
+    return inside
+
+
+def _layer_prefixes(model: nn.Module, layers) -> list[str]:
+    names = {id(m): n for n, m in model.named_modules()}
+    return [names[id(layer)] for layer in layers]
+
+
+class _SequentialRecorder:
+    """What sequential GPTQ needs from calibration passes: the first decoder layer's inputs,
+    and one-pass Hessians of GPTQ layers outside the decoder layers (the float model's).
+    With ``stop_early`` (and no such outside layer), :meth:`run` stops each pass at the
+    first decoder layer."""
+
+    def __init__(self, model: nn.Module, plan: dict, stop_early: bool):
+        self.model = model
+        self.layers = list(decoder_layers(model))
+        prefixes = _layer_prefixes(model, self.layers)
+        gptq = _gptq_names(plan)
+        self.per_layer = [sorted(n for n in gptq if n.startswith(p + ".")) for p in prefixes]
+        outside = sorted(gptq - {n for names in self.per_layer for n in names})
+        self.hessians = HessianRecorder(model, outside)
+        self.layer_inputs = LayerInputRecorder(self.layers[0], stop=stop_early and not outside)
+
+    def run(self, ids) -> None:
+        takes_cache = "use_cache" in inspect.signature(self.model.forward).parameters
+        with torch.no_grad():
+            try:
+                self.model(ids, use_cache=False) if takes_cache else self.model(ids)
+            except StopForward:
+                pass
+
+    def remove(self) -> None:
+        self.hessians.remove()
+        self.layer_inputs.remove()
+
+
+def _convert_sequential(model: nn.Module, plan: dict, recorder: _SequentialRecorder) -> nn.Module:
+    """Round-to-nearest layers first, then the decoder layers' GPTQ layers layer by layer,
+    then the GPTQ layers outside them (with the float model's Hessians)."""
+    rtn = {n: entry for n, entry in plan.items() if entry[1].method != "gptq"}
+    _convert(model, rtn, {})
+
+    def quantize_stage(names, hessians):
+        _convert(model, {n: (model.get_submodule(n), plan[n][1]) for n in names}, hessians)
+
+    sequential_gptq(model, recorder.layers, recorder.layer_inputs.inputs, recorder.per_layer, quantize_stage)
+    outside = {n: plan[n] for n in recorder.hessians.hessians}
+    return _convert(model, outside, recorder.hessians.hessians)
 
 
 _PREPARED = "_apq_prepared"
@@ -161,22 +277,6 @@ def _quantize_planned(plan: dict, hessians: dict) -> dict:
             out[name] = APQLinear.from_quantized(m, cfg, part)
             row += m.out_features
     return out
-
-
-def _hessians_for(model: nn.Module, plan: dict, calibration) -> dict:
-    """Input Hessians of the planned layers that use GPTQ (one pass over the float model)."""
-    gptq = {name for name, (_, cfg) in plan.items() if cfg.method == "gptq"}
-    if not gptq:
-        return {}
-    if calibration is None:
-        raise ValueError(f"APQConfig.method='gptq' needs calibration= (input ids or Hessians); "
-                         f"layers: {sorted(gptq)[:3]}...")
-    if isinstance(calibration, Mapping):
-        missing = sorted(gptq - set(calibration))
-        if missing:
-            raise ValueError(f"calibration Hessians are missing for {missing[:3]}")
-        return calibration
-    return collect_hessians(model, calibration, lambda m, n: n in gptq)
 
 
 def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:

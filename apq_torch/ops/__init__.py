@@ -16,7 +16,8 @@ except ImportError as e:  # pragma: no cover - depends on the install
     ) from e
 
 from . import layout  # noqa: E402
-from .library import (cpu_kernel, cuda_built, gemm, linear, pack, qmatmul, quantize_pack,  # noqa: E402
-                      unpack)
+from .library import (cpu_kernel, cuda_built, gemm, hadamard, linear, pack, qmatmul,  # noqa: E402
+                      quantize_pack, unpack)
 
-__all__ = ["layout", "pack", "unpack", "quantize_pack", "gemm", "qmatmul", "linear", "cpu_kernel", "cuda_built"]
+__all__ = ["layout", "pack", "unpack", "quantize_pack", "gemm", "qmatmul", "linear", "hadamard", "cpu_kernel",
+           "cuda_built"]

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .layout import FORMATS, MAX_BITS, num_groups, padded_words
 
-__all__ = ["pack", "unpack", "quantize_pack", "gemm", "qmatmul", "linear", "cpu_kernel", "cuda_built"]
+__all__ = ["pack", "unpack", "quantize_pack", "gemm", "qmatmul", "linear", "hadamard", "cpu_kernel", "cuda_built"]
 
 
 def _check_planes(planes: Tensor, K: int, op: str, name: str) -> None:
@@ -66,20 +66,32 @@ def _(planes, K):
     return planes.new_empty((planes.shape[1], K), dtype=torch.int32)
 
 
-def quantize_pack(x: Tensor, bits: int, format: str, group_size: int = 0):
+def quantize_pack(x: Tensor, bits: int, format: str, group_size: int = 0, hadamard: Optional[Tensor] = None):
     """Per-token dynamic quantization of float ``x [M, K]`` and packing, in one pass.
 
     ``format`` is ``"unsigned"`` (asymmetric, zero point), ``"signed"`` or ``"bipolar"``.
     Returns ``(planes, rowsum, scale, offset)``: the planes and per-group row sums as in
     :func:`pack`, and fp32 ``[M]`` scale and offset with value = scale * (code + offset).
+    With ``hadamard`` (a mix matrix, see :func:`hadamard`) each row is rotated first, in fp32.
     """
-    return torch.ops.apq.quantize_pack.default(x, bits, format, group_size)
+    return torch.ops.apq.quantize_pack.default(x, bits, format, group_size, hadamard)
+
+
+def _check_mix(mix: Tensor, n, op: str, name: str) -> None:
+    torch._check(mix.dim() == 2 and mix.shape[0] == mix.shape[1],
+                 lambda: f"{op}: argument '{name}' must be a square [m, m] matrix, got {list(mix.shape)}")
+    torch._check(mix.dtype == torch.float32, lambda: f"{op}: argument '{name}' must be float32, got {mix.dtype}")
+    torch._check(n % mix.shape[0] == 0,
+                 lambda: f"{op}: argument '{name}' is {mix.shape[0]}x{mix.shape[0]}, but the transformed size "
+                         f"{n} is not a multiple of {mix.shape[0]}")
 
 
 @torch.library.register_fake("apq::quantize_pack")
-def _(x, bits, format, group_size=0):
+def _(x, bits, format, group_size=0, hadamard=None):
     torch._check(x.dim() == 2, lambda: f"apq::quantize_pack: argument 'x' must be 2-D [M, K], got {x.dim()}")
     torch._check(format in FORMATS, lambda: f"apq::quantize_pack: argument 'format' must be one of {FORMATS}")
+    if hadamard is not None:
+        _check_mix(hadamard, x.shape[1], "apq::quantize_pack", "hadamard")
     M, K = x.shape
     planes = x.new_empty((bits, M, padded_words(K)), dtype=torch.int32)
     rowsum = x.new_empty((M, num_groups(K, group_size)), dtype=torch.int32)
@@ -140,21 +152,42 @@ def _(x_planes, x_rowsum, x_scale, x_offset, w_planes, w_rowsum, w_scale, w_offs
 
 def linear(x: Tensor, w_planes: Tensor, w_rowsum: Tensor, w_scale: Tensor, w_offset: Tensor,
            K: int, group_size: int, a_bits: int, a_format: str,
-           bias: Optional[Tensor] = None) -> Tensor:
-    """``quantize_pack`` of ``x [..., K]`` then ``qmatmul``; output ``[..., N]`` in ``x.dtype``."""
+           bias: Optional[Tensor] = None, hadamard: Optional[Tensor] = None) -> Tensor:
+    """``quantize_pack`` of ``x [..., K]`` (rotated first by the ``hadamard`` mix, if given)
+    then ``qmatmul``; output ``[..., N]`` in ``x.dtype``."""
     return torch.ops.apq.linear.default(x, w_planes, w_rowsum, w_scale, w_offset, K,
-                                        group_size, a_bits, a_format, bias)
+                                        group_size, a_bits, a_format, bias, hadamard)
 
 
 @torch.library.register_fake("apq::linear")
-def _(x, w_planes, w_rowsum, w_scale, w_offset, K, group_size, a_bits, a_format, bias):
+def _(x, w_planes, w_rowsum, w_scale, w_offset, K, group_size, a_bits, a_format, bias, hadamard=None):
     op = "apq::linear"
     torch._check(x.dim() >= 1 and x.shape[-1] == K,
                  lambda: f"{op}: argument 'x' must have last dimension K={K}, got {list(x.shape)}")
     _check_weight(w_planes, w_rowsum, w_scale, w_offset, K, group_size, op)
+    if hadamard is not None:
+        _check_mix(hadamard, K, op, "hadamard")
     if bias is not None:
         _check_shape(bias, (w_planes.shape[1],), op, "bias")
     return x.new_empty((*x.shape[:-1], w_planes.shape[1]))
+
+
+def hadamard(x: Tensor, mix: Optional[Tensor] = None) -> Tensor:
+    """Fast Walsh-Hadamard transform of the rows of ``x [..., n]``: ``x @ R.T`` with
+    ``R = mix (x) H_P / sqrt(P)``, ``m = mix.size(0)``, ``n = m * P``, ``P`` a power of two and
+    ``H_P`` Sylvester's Hadamard matrix; ``mix`` is fp32 ``[m, m]`` (default ``[[1]]``: the
+    plain normalized transform). Computed in fp32 (see docs/ops.md for the exact order);
+    output in ``x.dtype``. Orthogonal when ``mix`` is (apq_torch.quantization.hadamard)."""
+    if mix is None:
+        mix = torch.ones(1, 1, device=x.device)
+    return torch.ops.apq.hadamard.default(x, mix)
+
+
+@torch.library.register_fake("apq::hadamard")
+def _(x, mix):
+    torch._check(x.dim() >= 1, lambda: "apq::hadamard: argument 'x' must have at least one dimension")
+    _check_mix(mix, x.shape[-1], "apq::hadamard", "mix")
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
 def cpu_kernel(request: str = "") -> str:

@@ -13,6 +13,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
+from .. import ops
 from .rtn import QuantizedWeight, check_weight_format, group_params
 
 
@@ -21,7 +22,9 @@ class HessianRecorder:
     during whatever forward passes run while it is attached (:meth:`remove` detaches it).
 
     Layers fed the very same tensor (q/k/v, gate/up) share one Hessian object, which lets
-    :func:`apq_torch.quantize_` solve them as one stacked GPTQ problem.
+    :func:`apq_torch.quantize_` solve them as one stacked GPTQ problem. A layer with an online
+    input transform (a ``hadamard`` mix, rotation.py) records the transformed input, the one
+    its weight multiplies, and shares with no other.
     """
 
     def __init__(self, model: nn.Module, names):
@@ -40,6 +43,10 @@ class HessianRecorder:
         @torch.no_grad()
         def hook(module, args):
             inp = args[0]
+            mix = getattr(module, "hadamard", None)
+            if mix is not None:
+                self._accumulate(name, ops.hadamard(inp, mix))
+                return
             seen = self._last_input.get(id(inp))
             if seen is not None and seen[1]() is inp and seen[0] != name:
                 if name not in self.hessians:  # first time: share the reader's Hessian from now on
@@ -49,13 +56,15 @@ class HessianRecorder:
             if len(self._last_input) > 4096:  # forget tensors that are gone
                 self._last_input = {k: v for k, v in self._last_input.items() if v[1]() is not None}
             self._last_input[id(inp)] = (name, weakref.ref(inp))
-            if name in self._owner_of:  # its owner accumulates this input
-                return
-            x = inp.detach().reshape(-1, inp.shape[-1]).float()
-            if name not in self.hessians:
-                self.hessians[name] = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float32, device=x.device)
-            self.hessians[name].addmm_(x.T, x)
+            if name not in self._owner_of:  # else its owner accumulates this input
+                self._accumulate(name, inp)
         return hook
+
+    def _accumulate(self, name: str, inp: Tensor) -> None:
+        x = inp.detach().reshape(-1, inp.shape[-1]).float()
+        if name not in self.hessians:
+            self.hessians[name] = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float32, device=x.device)
+        self.hessians[name].addmm_(x.T, x)
 
     def remove(self) -> None:
         for h in self._handles:

@@ -90,6 +90,7 @@ def quantize(args) -> int:
     config = _config_from_args(args)
     model, tok, calib_text, text = _smollm2_and_texts()
     calib = token_windows(tok, calib_text, 512, args.calib_windows) if config.method == "gptq" else None
+    _rotate_if_asked(model, args)
     quantize_(model, config, decoder_linear_filter, calibration=calib)
     save_quantized(model, args.out)
     reloaded, _ = load_quantized_smollm2(args.out)
@@ -108,6 +109,14 @@ def _config_from_args(args):
 
     return APQConfig(w_bits=args.w_bits, a_bits=args.a_bits, w_format=args.w_format, a_format=args.a_format,
                      group_size=args.group_size, clip_search=args.clip, method="gptq" if args.gptq else "rtn")
+
+
+def _rotate_if_asked(model, args) -> None:
+    if args.rotate:
+        from ..api import quantize_
+        from ..quantization.rotation import RotationConfig
+
+        quantize_(model, RotationConfig())
 
 
 def _smollm2_and_texts():
@@ -151,11 +160,14 @@ def evaluate(args) -> int:
     overrides = None
     if args.budget is not None:
         overrides = mixed_precision_overrides(model, args.budget, calib[0])
-    quantized = quantize_(copy.deepcopy(model), config, decoder_linear_filter, overrides,
-                          calibration=calib if config.method == "gptq" else None)
+    quantized = copy.deepcopy(model)
+    _rotate_if_asked(quantized, args)
+    quantize_(quantized, config, decoder_linear_filter, overrides, calibration=calib if config.method == "gptq" else None)
     ppl = perplexity(quantized, tok, text, args.seq_len, args.windows, desc="quantized")
     fp = weight_footprint(quantized)
-    label = config.label() if args.budget is None else f"mixed {args.budget} bits, {config.label()}"
+    label = ("rotated " if args.rotate else "") + config.label()
+    if args.budget is not None:
+        label = f"mixed {args.budget} bits, {label}"
     print(f"fp32 perplexity       {base:.3f}")
     print(f"{label}: perplexity {ppl:.3f} ({100 * (ppl / base - 1):+.1f}%), "
           f"weights {fp['total_bytes'] / 2**20:.1f} MiB")
@@ -169,7 +181,10 @@ def _add_config_args(p):
     p.add_argument("--a-format", default="unsigned", choices=["bipolar", "signed", "unsigned"])
     p.add_argument("--group-size", type=int, default=64, help="0: per output channel; else a multiple of 64")
     p.add_argument("--clip", action="store_true", help="per-group clipping search")
-    p.add_argument("--gptq", action="store_true", help="GPTQ with calibration text")
+    p.add_argument("--gptq", action="store_true", help="GPTQ with calibration text (sequential, layer by layer)")
+    p.add_argument("--rotate", action="store_true",
+                   help="rotate the residual stream first (randomized Hadamard, online transforms before "
+                        "down_proj and o_proj)")
 
 
 def main(argv=None) -> int:

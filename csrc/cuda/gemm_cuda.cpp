@@ -174,15 +174,16 @@ Tensor qmatmul_cuda(const Tensor& x_planes, const Tensor& x_rowsum, const Tensor
                       w_offset, K, group_size, bias, out_dtype);
 }
 
-// Two launches: quantize_pack (one pass over x) and the fused GEMM.
+// Two launches: quantize_pack (one pass over x, with the optional Hadamard transform) and the fused GEMM.
 Tensor linear_cuda(const Tensor& x, const Tensor& w_planes, const Tensor& w_rowsum, const Tensor& w_scale,
                    const Tensor& w_offset, int64_t K, int64_t group_size, int64_t a_bits,
-                   std::string_view a_format, const std::optional<Tensor>& bias) {
+                   std::string_view a_format, const std::optional<Tensor>& bias,
+                   const std::optional<Tensor>& hadamard) {
   constexpr const char* op = "apq::linear";
-  check_linear_args(op, x, w_planes, K, group_size, a_bits, a_format);
+  check_linear_args(op, x, w_planes, K, group_size, a_bits, a_format, hadamard);
   const c10::cuda::CUDAGuard guard(x.device());
   const auto [x_planes, x_rowsum, x_scale, x_offset] =
-      quantize_pack_cuda(x.reshape({-1, K}).contiguous(), a_bits, a_format, group_size);
+      quantize_pack_cuda(x.reshape({-1, K}).contiguous(), a_bits, a_format, group_size, hadamard);
   const Tensor y = qmatmul_impl(op, x_planes, x_rowsum, x_scale, x_offset, w_planes, w_rowsum, w_scale, w_offset,
                                 K, group_size, bias, x.scalar_type());
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());

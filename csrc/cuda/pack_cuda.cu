@@ -1,9 +1,11 @@
 // CUDA pack, unpack and quantize_pack. One block per row: warps walk the row 32 codes at
 // a time, ballot one word per plane, and add their code sums into per-group counters in
-// shared memory. quantize_pack first reduces the row's min/max in the same block.
+// shared memory. quantize_pack first reduces the row's min/max in the same block (after
+// rotating the row in shared memory when a Hadamard mix is given).
 #include "../checks.h"
 #include "../format.h"
 #include "../ops.h"
+#include "hadamard.cuh"
 
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -62,20 +64,32 @@ __device__ RowStats warp_merge(RowStats s) {
   return s;
 }
 
+// With a Hadamard mix (nullptr: none), the row is first staged in shared memory after the
+// group sums and rotated there (hadamard.cuh); codes are then read from the rotated copy.
 template <typename scalar_t>
 __global__ void quantize_pack_kernel(const scalar_t* __restrict__ x, int64_t M, int64_t K,
                                      int64_t words, int bits, Format format, int64_t group_size,
                                      int64_t G, uint32_t* __restrict__ planes,
                                      int32_t* __restrict__ rowsum, float* __restrict__ scale,
-                                     float* __restrict__ offset) {
+                                     float* __restrict__ offset, const float* __restrict__ mix, int mix_size,
+                                     float hadamard_scale) {
   extern __shared__ int32_t group_sums[];
   __shared__ RowStats warp_stats[kWarps];
   __shared__ QuantParams params;
   const int64_t m = blockIdx.x;
   const scalar_t* row = x + m * K;
+  float* rotated = nullptr;
+  if (mix != nullptr) {
+    float* buf = reinterpret_cast<float*>(group_sums + G);
+    for (int64_t k = threadIdx.x; k < K; k += blockDim.x) buf[k] = static_cast<float>(row[k]);
+    __syncthreads();
+    rotated = buf + K;
+    hadamard_smem(buf, rotated, K, mix, mix_size, hadamard_scale);
+  }
+  auto value = [&](int64_t k) { return rotated != nullptr ? rotated[k] : static_cast<float>(row[k]); };
 
   RowStats s = RowStats::empty();
-  for (int64_t k = threadIdx.x; k < K; k += blockDim.x) s.add(static_cast<float>(row[k]));
+  for (int64_t k = threadIdx.x; k < K; k += blockDim.x) s.add(value(k));
   s = warp_merge(s);
   if (threadIdx.x % 32 == 0) warp_stats[threadIdx.x / 32] = s;
   __syncthreads();
@@ -88,7 +102,7 @@ __global__ void quantize_pack_kernel(const scalar_t* __restrict__ x, int64_t M, 
   }
   __syncthreads();
   const QuantParams p = params;
-  pack_row([&](int64_t k) { return quantize_value(static_cast<float>(row[k]), p, bits); }, m, M, K,
+  pack_row([&](int64_t k) { return quantize_value(value(k), p, bits); }, m, M, K,
            words, bits, group_size, G, planes, rowsum, group_sums);
 }
 
@@ -154,9 +168,10 @@ Tensor unpack_cuda(const Tensor& planes, int64_t K) {
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> quantize_pack_cuda(
-    const Tensor& x, int64_t bits, std::string_view format, int64_t group_size) {
+    const Tensor& x, int64_t bits, std::string_view format, int64_t group_size,
+    const std::optional<Tensor>& hadamard) {
   constexpr const char* op = "apq::quantize_pack";
-  const Format fmt = check_quantize_pack_args(x, bits, format, group_size);
+  const Format fmt = check_quantize_pack_args(x, bits, format, group_size, hadamard);
   const int64_t M = x.size(0), K = x.size(1);
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t words = padded_words(K), G = num_groups(K, group_size);
@@ -166,11 +181,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> quantize_pack_cuda(
   Tensor scale = at::empty({M}, opts.dtype(at::kFloat));
   Tensor offset = at::empty({M}, opts.dtype(at::kFloat));
   if (M == 0) return {planes, rowsum, scale, offset};
+  const int mix_size = hadamard ? static_cast<int>(hadamard->size(0)) : 1;
+  // the rotated row and its staging copy follow the group sums in shared memory
+  const size_t bytes = group_smem(G, op) + (hadamard ? 2 * static_cast<size_t>(K) * sizeof(float) : 0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "quantize_pack_cuda", [&] {
-    quantize_pack_kernel<scalar_t><<<M, kThreads, group_smem(G, op), at::cuda::getCurrentCUDAStream()>>>(
+    if (hadamard) reserve_hadamard_smem(reinterpret_cast<const void*>(&quantize_pack_kernel<scalar_t>), bytes, K, op);
+    quantize_pack_kernel<scalar_t><<<M, kThreads, bytes, at::cuda::getCurrentCUDAStream()>>>(
         x.data_ptr<scalar_t>(), M, K, words, static_cast<int>(bits), fmt, group_size, G,
         reinterpret_cast<uint32_t*>(planes.data_ptr<int32_t>()), rowsum.data_ptr<int32_t>(),
-        scale.data_ptr<float>(), offset.data_ptr<float>());
+        scale.data_ptr<float>(), offset.data_ptr<float>(), hadamard ? hadamard->data_ptr<float>() : nullptr,
+        mix_size, hadamard_scale(K / mix_size));
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return {planes, rowsum, scale, offset};

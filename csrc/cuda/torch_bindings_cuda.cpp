@@ -10,4 +10,5 @@ TORCH_LIBRARY_IMPL(apq, CUDA, m) {
   m.impl("gemm", &apq::gemm_cuda);
   m.impl("qmatmul", &apq::qmatmul_cuda);
   m.impl("linear", &apq::linear_cuda);
+  m.impl("hadamard", &apq::hadamard_cuda);
 }
