@@ -57,5 +57,6 @@ def prepare_fast_generation(model, *, cpp_wrapper: bool = True, max_cache_len: O
 
 
 def compiled_graphs() -> int:
-    """Graphs Dynamo has compiled in this process (since the last ``torch._dynamo.reset()``)."""
+    """Graphs Dynamo has compiled in this process so far (``torch._dynamo.reset()`` does not clear
+    this count: compare two readings)."""
     return torch._dynamo.utils.counters["stats"]["unique_graphs"]
