@@ -50,3 +50,18 @@ def test_cuda_graphs_replay_the_linear(gen):
     for _ in range(3):  # warm-up, record, replay
         x = torch.randn(5, K, generator=gen).half().cuda()
         assert torch.equal(compiled(x), module(x))
+
+
+def test_cache_key_of_the_sharing_pass_follows_the_op_schemas(monkeypatch):
+    # Inductor's FX graph cache does not key on custom ops: code compiled against an older
+    # schema of apq::linear crashed (C++ wrapper) when a newer apq_torch ran it from the cache.
+    from apq_torch.api.compile import ShareActivationQuantization
+
+    before = ShareActivationQuantization().uuid()
+    real = torch._C._jit_get_all_schemas
+    changed = [s for s in real() if s.name == "apq::gemm"][0]
+    monkeypatch.setattr(torch._C, "_jit_get_all_schemas",
+                        lambda: [s if s.name != "apq::linear" else changed for s in real()])
+    assert ShareActivationQuantization().uuid() != before
+    monkeypatch.undo()
+    assert ShareActivationQuantization().uuid() == before

@@ -5,7 +5,9 @@ format, group size, K and online Hadamard transform (attention q/k/v, MLP gate/u
 activation again. :class:`ShareActivationQuantization` rewrites such a group into one
 ``apq::quantize_pack`` feeding one ``apq::qmatmul`` per layer. It runs as Inductor's
 ``post_grad_custom_post_pass`` (after functionalization, on aten-level graphs), and its
-``uuid`` hashes this file so Inductor's FX graph cache stays correct.
+``uuid`` hashes this file and the schemas of the ``apq`` ops so Inductor's FX graph cache stays
+correct: the cache key does not cover custom ops, and code compiled (C++ wrapper) against an
+older schema of an op crashes when it calls the new one.
 
 The number of consumers varies (2, 3, ...), so this is a grouping pass over the graph
 rather than a fixed-arity ``torch._inductor.pattern_matcher`` pattern.
@@ -13,6 +15,7 @@ rather than a fixed-arity ``torch._inductor.pattern_matcher`` pattern.
 
 from __future__ import annotations
 
+import hashlib
 import operator
 from collections import defaultdict
 from typing import Optional
@@ -41,7 +44,8 @@ class ShareActivationQuantization(CustomGraphPass):
         self.rewritten = 0  # linear nodes rewritten by the last call (for tests and logs)
 
     def uuid(self):
-        return get_hash_for_files((__file__,))
+        schemas = sorted(str(s) for s in torch._C._jit_get_all_schemas() if s.name.startswith("apq::"))
+        return get_hash_for_files((__file__,)) + hashlib.sha256("\n".join(schemas).encode()).digest()
 
     # Instances are interchangeable: transformers deep-copies a CompileConfig holding this pass
     # on every generate() call and recompiles when the copy compares unequal to the last one.
