@@ -9,6 +9,8 @@ round to nearest with the per-group clipping search ("rtn"), GPTQ with it on the
 model's Hessians ("gptq one-pass") or sequential, layer by layer ("gptq"); activations of
 4, 6 or 8 bits per token. The full table takes hours on 2 busy CPU cores: run it once, alone.
 ``--small``: W4A8, W4A4 and W2A8 bipolar g64, with and without rotation, the three methods.
+``--formats``: the format question alone: W4A8, W3A8 and W2A8 g64, rotated, one-pass GPTQ,
+in bipolar, signed and unsigned.
 
 Writes bench/results/accuracy-smollm2.json and .md after each setting (rerunning skips settings
 already measured with the same eval).
@@ -55,10 +57,13 @@ def setting(rotate, w_bits, a_bits, fmt, group_size, method, clip=True) -> Setti
     return Setting(name, rotate, config, method == "gptq", method)
 
 
-def settings(quick: bool, small: bool) -> list[Setting]:
+def settings(quick: bool, small: bool, formats: bool = False) -> list[Setting]:
     """``small``: the lead's table. Otherwise the rotation table, the format comparison
     (bipolar / signed / unsigned, with and without rotation) and plain round to nearest at 4
     bits (the peers' method)."""
+    if formats:
+        return [setting(True, w, 8, fmt, 64, "gptq one-pass") for w in (4, 3, 2)
+                for fmt in ("bipolar", "signed", "unsigned")]
     if small:  # cheap settings first: the GPTQ ones take minutes each
         rtn = [setting(rotate, w, a, "bipolar", 64, "rtn") for w, a in SMALL_BITS for rotate in (False, True)]
         return rtn + [setting(rotate, w, a, "bipolar", 64, method) for w, a in SMALL_BITS
@@ -86,6 +91,7 @@ def main():
     p.add_argument("--calib-windows", type=int, default=16)
     p.add_argument("--quick", action="store_true", help="group 64 only")
     p.add_argument("--small", action="store_true", help="W4A8 / W4A4 / W2A8 bipolar g64 only, every method")
+    p.add_argument("--formats", action="store_true", help="W4A8 / W3A8 / W2A8 g64 rotated one-pass GPTQ, each format")
     args = p.parse_args()
     os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, "accuracy-smollm2.json")
@@ -115,7 +121,7 @@ def main():
     if args.small and "rot fp32" not in done:
         record(dict(setting="rot fp32", ppl=evaluate(quantize_(copy.deepcopy(model), RotationConfig()))))
     rotated, rotation_s = None, None
-    for s in settings(args.quick, args.small):
+    for s in settings(args.quick, args.small, args.formats):
         if s.name in done:
             continue
         if s.rotate and rotated is None:
