@@ -246,7 +246,8 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", type=float, default=540, help="seconds for all steps of a part")
     parser.add_argument("--arch", help="override the detected nvcc arch (90a on H100 / H200)")
     parser.add_argument("--only", help="comma-separated step names to run (the rest are left out)")
-    parser.add_argument("--results-dir", default=Context.results_dir, help="where <gpu>-*.json go")
+    parser.add_argument("--results-dir", help="where <gpu>-*.json go (default bench/results; without a GPU, "
+                        "<work-dir>/results so that a failed run leaves no nogpu-* files among measured ones)")
     parser.add_argument("--work-dir", default=Context.base, help="logs, junit xml, sanitizer reports")
     args = parser.parse_args(argv)
     if args.prepare:
@@ -257,8 +258,10 @@ def main(argv=None) -> int:
         parser.error("give --part 1 or --part 2 (or --dry-run / --prepare)")
     started = time.monotonic()
     arch, gpu = detect(args)
+    default_results = Context.results_dir if gpu != "nogpu" else os.path.join(args.work_dir, "results")
+    results_dir = args.results_dir or default_results
     ctx = Context(args.part, sys.executable, arch, gpu, os.cpu_count() or 16, os.path.abspath(args.work_dir),
-                  os.path.abspath(args.results_dir))
+                  os.path.abspath(results_dir))
     os.makedirs(os.path.join(SCRATCH, "cutlass"), exist_ok=True)
     steps = plan(ctx)
     if args.only:
