@@ -91,6 +91,7 @@ def test_importance_weighted_clipping_favours_important_columns(gen):
     ("group_size", -64, "group_size must be 0"),
     ("method", "awq", "method must be 'rtn' or 'gptq'"),
     ("clip_search", 1, "clip_search must be a bool"),
+    ("refit_scales", "yes", "refit_scales must be a bool"),
 ])
 def test_config_validation_names_the_field(field, value, match):
     with pytest.raises(ValueError, match=f"APQConfig.{match}"):

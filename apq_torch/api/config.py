@@ -13,7 +13,9 @@ METHODS = ("rtn", "gptq")
 @dataclass(frozen=True, kw_only=True)
 class APQConfig:
     """Weights: ``w_bits`` in ``w_format``, one scale/offset per ``group_size`` columns
-    (0: per output channel), round-to-nearest or with a per-group ``clip_search``.
+    (0: per output channel), round-to-nearest or with a per-group ``clip_search``; with
+    ``refit_scales`` the group scales (and zero points) are refitted by least squares once the
+    codes are chosen (Hessian-weighted under GPTQ; apq_torch.quantization.refit).
     Activations: dynamic per-token ``a_bits`` in ``a_format`` (quantized in the kernel).
     ``method="gptq"`` compensates rounding errors with calibration data (apq_torch.quantization.gptq).
 
@@ -29,6 +31,7 @@ class APQConfig:
     a_format: str = "unsigned"
     group_size: int = 128
     clip_search: bool = False
+    refit_scales: bool = False
     method: str = "rtn"  # "rtn" (round to nearest) or "gptq" (needs calibration data)
 
     def __post_init__(self):
@@ -39,8 +42,9 @@ class APQConfig:
         check_group_size(self.group_size, "APQConfig.group_size")
         if self.method not in METHODS:
             raise ValueError(f"APQConfig.method must be 'rtn' or 'gptq', got {self.method!r}")
-        if not isinstance(self.clip_search, bool):
-            raise ValueError(f"APQConfig.clip_search must be a bool, got {self.clip_search!r}")
+        for flag in ("clip_search", "refit_scales"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"APQConfig.{flag} must be a bool, got {getattr(self, flag)!r}")
 
     def to_dict(self) -> dict:
         """The fields and the config version (what checkpoints store)."""
@@ -61,5 +65,6 @@ class APQConfig:
 
     def label(self) -> str:
         g = "per-channel" if self.group_size == 0 else f"g{self.group_size}"
-        extras = (" gptq" if self.method == "gptq" else "") + (" clip" if self.clip_search else "")
+        extras = (" gptq" if self.method == "gptq" else "") + (" clip" if self.clip_search else "") \
+            + (" refit" if self.refit_scales else "")
         return f"W{self.w_bits}A{self.a_bits} {self.w_format}/{self.a_format} {g}{extras}"

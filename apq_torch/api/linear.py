@@ -55,9 +55,11 @@ class APQLinear(KeepsFp32Buffers, nn.Module):
         if config.method == "gptq":
             if hessian is None:
                 raise ValueError("APQConfig.method='gptq' needs the layer's input Hessian (quantize_(..., calibration=...))")
-            q = gptq_quantize(w, hessian, config.w_bits, config.w_format, config.group_size, config.clip_search)
+            q = gptq_quantize(w, hessian, config.w_bits, config.w_format, config.group_size, config.clip_search,
+                              refit=config.refit_scales)
         else:
-            q = quantize_weight(w, config.w_bits, config.w_format, config.group_size, config.clip_search)
+            q = quantize_weight(w, config.w_bits, config.w_format, config.group_size, config.clip_search,
+                                refit=config.refit_scales)
         return cls.from_quantized(linear, config, q)
 
     @classmethod
@@ -87,9 +89,9 @@ class APQLinear(KeepsFp32Buffers, nn.Module):
 
     def dequantized_weight(self) -> Tensor:
         """fp32 [out, in]: the weight values the kernel multiplies with (after the online
-        transform, when the layer has one)."""
+        transform, when the layer has one), each rounded once (an offset need not be an integer)."""
         codes = ops.unpack(self.w_planes, self.in_features)
-        return dequantize_codes(codes, self.w_scale, self.w_offset, self.config.group_size)
+        return dequantize_codes(codes, self.w_scale, self.w_offset, self.config.group_size, torch.float64).float()
 
     @property
     def nbytes(self) -> int:
@@ -102,5 +104,5 @@ class APQLinear(KeepsFp32Buffers, nn.Module):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, w_bits={c.w_bits} ({c.w_format}), "
                 f"a_bits={c.a_bits} ({c.a_format}), {group}"
-                f"{', clip_search' if c.clip_search else ''}"
+                f"{', clip_search' if c.clip_search else ''}{', refit_scales' if c.refit_scales else ''}"
                 f"{'' if self.hadamard is None else f', hadamard={self.hadamard.shape[0]}x{self.in_features // self.hadamard.shape[0]}'}")

@@ -269,7 +269,7 @@ def _quantize_planned(plan: dict, hessians: dict) -> dict:
     for (_, cfg), names in stacks.items():
         modules = [plan[n][0] for n in names]
         q = gptq_quantize(torch.cat([m.weight for m in modules]), hessians[names[0]], cfg.w_bits,
-                          cfg.w_format, cfg.group_size, cfg.clip_search)
+                          cfg.w_format, cfg.group_size, cfg.clip_search, refit=cfg.refit_scales)
         row = 0
         for name, m in zip(names, modules):
             rows = slice(row, row + m.out_features)

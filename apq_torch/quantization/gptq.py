@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import ops
+from .refit import refit_scales
 from .rtn import QuantizedWeight, check_weight_format, group_params
 
 
@@ -91,12 +92,13 @@ def collect_hessians(model: nn.Module, batches, filter_fn: Optional[Callable[[nn
 
 @torch.no_grad()
 def gptq_quantize(w: Tensor, H: Tensor, bits: int, fmt: str, group_size: int, clip_search: bool = False,
-                  damp: float = 0.01, block: int = 128, act_order: bool = True) -> QuantizedWeight:
-    """GPTQ of w [N, K] given the input Hessian H [K, K]."""
+                  damp: float = 0.01, block: int = 128, act_order: bool = True, refit: bool = False) -> QuantizedWeight:
+    """GPTQ of w [N, K] given the input Hessian H [K, K]; ``refit``: then the least-squares
+    refit of the group scales under H (refit.py)."""
     check_weight_format(bits, fmt, group_size)
     W = w.detach().double().clone()
     N, K = W.shape
-    H = H.double().clone()
+    H_in, H = H, H.double().clone()
     dead = torch.diag(H) == 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
@@ -127,4 +129,5 @@ def gptq_quantize(w: Tensor, H: Tensor, bits: int, fmt: str, group_size: int, cl
             Err1[:, i] = err
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
     inverse = torch.argsort(perm)
-    return QuantizedWeight(codes[:, inverse], scale, offset, bits, fmt, group_size)
+    q = QuantizedWeight(codes[:, inverse], scale, offset, bits, fmt, group_size)
+    return refit_scales(q, w, H_in) if refit else q

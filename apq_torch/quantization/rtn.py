@@ -108,11 +108,17 @@ def group_params(w: Tensor, bits: int, fmt: str, group_size: int, clip_search: b
 
 
 def quantize_weight(w: Tensor, bits: int, fmt: str = "bipolar", group_size: int = 128,
-                    clip_search: bool = False, importance: Optional[Tensor] = None) -> QuantizedWeight:
+                    clip_search: bool = False, importance: Optional[Tensor] = None,
+                    refit: bool = False) -> QuantizedWeight:
     """Round-to-nearest quantization of w [N, K] (any float dtype), optionally with the
-    clipping search of :func:`group_params`."""
+    clipping search of :func:`group_params`; ``refit``: then each group's least-squares
+    scale (and zero point) for its codes (refit.py)."""
     scale, offset = group_params(w, bits, fmt, group_size, clip_search, importance)
     N, K = w.shape
     wg, _ = _groups(w.detach().float(), group_size)
     codes = _round(wg, scale, offset, bits).view(N, -1)[:, :K].to(torch.int64)
-    return QuantizedWeight(codes, scale, offset, bits, fmt, group_size)
+    q = QuantizedWeight(codes, scale, offset, bits, fmt, group_size)
+    if refit:
+        from .refit import refit_scales  # refit.py imports QuantizedWeight from here
+        q = refit_scales(q, w, None)
+    return q

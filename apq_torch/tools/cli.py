@@ -108,7 +108,8 @@ def _config_from_args(args):
     from ..api import APQConfig
 
     return APQConfig(w_bits=args.w_bits, a_bits=args.a_bits, w_format=args.w_format, a_format=args.a_format,
-                     group_size=args.group_size, clip_search=args.clip, method="gptq" if args.gptq else "rtn")
+                     group_size=args.group_size, clip_search=args.clip, refit_scales=args.refit,
+                     method="gptq" if args.gptq else "rtn")
 
 
 def _rotate_if_asked(model, args) -> None:
@@ -181,6 +182,8 @@ def _add_config_args(p):
     p.add_argument("--a-format", default="unsigned", choices=["bipolar", "signed", "unsigned"])
     p.add_argument("--group-size", type=int, default=64, help="0: per output channel; else a multiple of 64")
     p.add_argument("--clip", action="store_true", help="per-group clipping search")
+    p.add_argument("--refit", action="store_true",
+                   help="least-squares refit of the group scales once the codes are chosen")
     p.add_argument("--gptq", action="store_true", help="GPTQ with calibration text (sequential, layer by layer)")
     p.add_argument("--rotate", action="store_true",
                    help="rotate the residual stream first (randomized Hadamard, online transforms before "
