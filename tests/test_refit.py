@@ -74,18 +74,27 @@ def test_refit_lowers_the_output_error_of_gptq(gen):
     assert _weighted_error(refit, w, H).sum() < 0.97 * _weighted_error(plain, w, H).sum()
 
 
-def test_refit_scales_config_reaches_every_layer(gen):
+def test_refit_scales_config_reaches_every_layer():
     from apq_torch.tools.models import decoder_linear_filter, tiny_llama
 
-    torch.manual_seed(0)
-    model = tiny_llama(layers=1, hidden=128, intermediate=256, vocab=64)
+    make = lambda: tiny_llama(layers=1, hidden=128, intermediate=256, vocab=64)
+    floats = {n: m.weight.detach().clone() for n, m in make().named_modules() if hasattr(m, "weight")}
     base = dict(w_bits=3, a_bits=8, w_format="unsigned", group_size=64)
-    plain = quantize_(tiny_llama(layers=1, hidden=128, intermediate=256, vocab=64), APQConfig(**base),
-                      decoder_linear_filter)
-    refit = quantize_(model, APQConfig(**base, refit_scales=True), decoder_linear_filter)
-    p, r = quantized_layers(plain), quantized_layers(refit)
-    assert p.keys() == r.keys() and len(r) == 7
-    for name in r:
-        assert torch.equal(p[name].w_planes, r[name].w_planes)
-        assert not torch.equal(p[name].w_offset, r[name].w_offset)
-        assert r[name].config.refit_scales
+    plain = quantized_layers(quantize_(make(), APQConfig(**base), decoder_linear_filter))
+    refit = quantized_layers(quantize_(make(), APQConfig(**base, refit_scales=True), decoder_linear_filter))
+    assert plain.keys() == refit.keys() and len(refit) == 7
+    error = lambda layers, n: ((layers[n].dequantized_weight() - floats[n]) ** 2).sum().item()
+    for name in refit:
+        assert refit[name].config.refit_scales
+        assert error(refit, name) < error(plain, name)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_rtn_refit_never_raises_a_groups_error(fmt, gen):
+    w = torch.randn(16, 320, generator=gen) ** 3
+    plain = quantize_weight(w, 3, fmt, 64, clip_search=True)
+    refit = quantize_weight(w, 3, fmt, 64, clip_search=True, refit=True)
+    per_group = lambda q: ((q.dequantize() - w) ** 2).view(16, 5, 64).sum(-1)
+    assert (per_group(refit) <= per_group(plain) * (1 + 1e-6)).all()
+    assert per_group(refit).sum() < per_group(plain).sum()
+    assert refit.codes.min() >= 0 and refit.codes.max() < 8

@@ -24,6 +24,7 @@ from ..ops.layout import check_bits, check_format, check_group_size, dequantize_
 _TINY = torch.finfo(torch.float32).tiny
 # Clipping ratios tried per group by the search (AWQ-style grid, extended for 2-bit grids).
 CLIP_RATIOS = tuple(1.0 - 0.05 * i for i in range(14))  # 1.0 ... 0.35
+REFIT_ROUNDS = 4  # refit / round again alternations of round to nearest with refit
 
 
 @dataclass
@@ -118,7 +119,33 @@ def quantize_weight(w: Tensor, bits: int, fmt: str = "bipolar", group_size: int 
     wg, _ = _groups(w.detach().float(), group_size)
     codes = _round(wg, scale, offset, bits).view(N, -1)[:, :K].to(torch.int64)
     q = QuantizedWeight(codes, scale, offset, bits, fmt, group_size)
-    if refit:
-        from .refit import refit_scales  # refit.py imports QuantizedWeight from here
-        q = refit_scales(q, w, None)
-    return q
+    return _refit_rounds(q, wg) if refit else q
+
+
+def _refit_rounds(q: QuantizedWeight, wg: Tensor) -> QuantizedWeight:
+    """Alternates the least-squares refit of the scales (codes fixed) and rounding again
+    (scales fixed), Lloyd-style, keeping per group the best parameters seen."""
+    from .refit import refit_scales  # refit.py imports QuantizedWeight from here
+
+    N, K = q.codes.shape
+    G, span = wg.shape[1], wg.shape[2]
+    w = wg.reshape(N, -1)[:, :K]
+
+    def group_error(codes, scale, offset):
+        u = torch.zeros(N, G * span, device=codes.device)
+        u[:, :K] = codes.float()
+        deq = scale.unsqueeze(-1) * (u.view(N, G, span) + offset.unsqueeze(-1))
+        return ((deq - wg) ** 2).sum(-1)  # padding columns hold 0 in both
+
+    best, err = q, group_error(q.codes, q.scale, q.offset)
+    for _ in range(REFIT_ROUNDS):
+        fit = refit_scales(best, w, None)
+        codes = _round(wg, fit.scale, fit.offset, q.bits).view(N, -1)[:, :K].to(torch.int64)
+        new_err = group_error(codes, fit.scale, fit.offset)
+        better = new_err < err
+        column_better = better.repeat_interleave(span, dim=1)[:, :K]
+        best = QuantizedWeight(torch.where(column_better, codes, best.codes),
+                               torch.where(better, fit.scale, best.scale), torch.where(better, fit.offset, best.offset),
+                               q.bits, q.format, q.group_size)
+        err = torch.minimum(err, new_err)
+    return best
