@@ -29,7 +29,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-GEMM_KERNELS = ("bitplane_gemm_kernel", "OpAndPopc", "bgmma_gemm_kernel")
+GEMM_KERNELS = ("bitplane_gemm_kernel", "OpAndPopc", "bgmma_gemm_kernel", "imma_gemm_kernel")
 INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
 TARGET = re.compile(r"\b0x([0-9a-f]+)\b")
 KINDS = [  # (kind, opcode prefixes), first match wins
@@ -111,16 +111,17 @@ def bgmma_steady_loops(instructions):
 
 
 def hot_path(instructions, lo, hi):
-    """Instructions of the shortest path lo -> hi through every block holding LDGSTS or MMA."""
+    """Instructions of the shortest path lo -> hi through every block holding LDGSTS, STS (the IMMA
+    kernel's code expansion) or MMA, outside loops nested in lo ... hi."""
     body = [(a, op, text) for a, op, text in instructions if lo <= a <= hi]
     addresses = [a for a, _, _ in body]
     index = {a: i for i, a in enumerate(addresses)}
-    # Basic blocks: leaders at lo, at forward-branch targets inside, and after branches.
+    # Basic blocks: leaders at lo, at branch targets inside, and after branches.
     leaders = {0}
     for i, (a, op, text) in enumerate(body):
         if is_branch(op):
             m = TARGET.search(text)
-            if m and int(m.group(1), 16) in index and int(m.group(1), 16) > a:
+            if m and int(m.group(1), 16) in index:  # forward targets, and heads of nested loops
                 leaders.add(index[int(m.group(1), 16)])
             leaders.add(i + 1)
     starts = sorted(x for x in leaders if x < len(body))
@@ -138,8 +139,13 @@ def hot_path(instructions, lo, hi):
         if not unconditional and e < len(body) and e in block_of:
             succ.append(block_of[e])
         successors.append(succ)
-    mandatory = [k for k, (s, e) in enumerate(blocks)
-                 if any(kind_of(op) == "mma" or op.startswith("LDGSTS") for _, op, _ in body[s:e])]
+    # Loops nested inside (the IMMA kernel's step loop where a K-window closes) are off the
+    # steady path: their blocks are neither required nor passed through.
+    inner = [(int(TARGET.search(text).group(1), 16), a) for a, op, text in body
+             if is_branch(op) and TARGET.search(text) and lo < int(TARGET.search(text).group(1), 16) <= a < hi]
+    excluded = {k for k, (s, e) in enumerate(blocks) if any(t <= body[s][0] <= a for t, a in inner)}
+    mandatory = [k for k, (s, e) in enumerate(blocks) if k not in excluded and
+                 any(kind_of(op) == "mma" or op.startswith(("LDGSTS", "STS")) for _, op, _ in body[s:e])]
     size = [e - s for s, e in blocks]
 
     def shortest(src, dst):  # DAG (forward edges only): relax in address order
@@ -148,7 +154,7 @@ def hot_path(instructions, lo, hi):
             if k not in dist:
                 continue
             for n in successors[k]:
-                if n <= dst and dist[k] + size[n] < dist.get(n, 1 << 60):
+                if n <= dst and n not in excluded and dist[k] + size[n] < dist.get(n, 1 << 60):
                     dist[n], prev[n] = dist[k] + size[n], k
         path, k = [], dst
         while k != src:
@@ -196,6 +202,8 @@ def short_name(function):
         return "bgmma (3 warpgroups, 256 x 128 stacked rows, 3 stages)"
     if "OpAndPopc" in function:
         return "cutlass_b1_baseline"
+    if "imma_gemm_kernel" in function:
+        return "imma (2x4 warps of 64x32 outputs, u8 codes, 3 plane stages)"
     m = re.search(r"RegisterTileILi(\d+)ELi(\d+)ELi(\d+)ELi(\d+)ELi(\d+)E", function)
     if m:
         warps_a, warps_b, mma_a, mma_b, stages = map(int, m.groups())

@@ -27,8 +27,17 @@ def smem_per_block_of_choice():
     return 166912
 
 
-def prefill_choice():
-    """The table's prefill variant: the BGMMA kernel on sm_90, the wide mma.sync tile elsewhere."""
+def imma_fits(x_bits, w_bits):
+    """The IMMA kernel's block (csrc/cuda/imma_gemm.h: two 32 KiB code tiles, 3 stages of the
+    planes of 128 + 128 rows, 16 bytes per plane) fits the shared memory _cuda_kernel_choice plans with."""
+    return 2 * 32768 + 3 * 128 * (x_bits + w_bits) * 16 <= smem_per_block_of_choice()
+
+
+def prefill_choice(x_bits=4, w_bits=4):
+    """The table's prefill variant: the IMMA kernel where x_bits * w_bits >= 16 (and it fits), else
+    the BGMMA kernel on sm_90, the wide mma.sync tile elsewhere."""
+    if x_bits * w_bits >= 16 and imma_fits(x_bits, w_bits):
+        return "imma,noswap,splitk"
     return "bgmma,noswap" if arch_of_choice() == 90 else "wide,noswap,splitk"
 
 
@@ -40,14 +49,15 @@ def test_decode_swaps_ab_and_splits_k_prefill_does_not_swap():
     # 256 stacked rows: one wide block column; sm_90 runs the BGMMA kernel from 129 on
     assert choice(32, x_bits=8) == ("bgmma,noswap" if arch_of_choice() == 90 else "wide,swap,splitk")
     assert choice(33, x_bits=4) == ("bgmma,noswap" if arch_of_choice() == 90 else "wide,swap,splitk")
-    assert choice(33, x_bits=8) == prefill_choice()
+    assert choice(33, x_bits=8) == prefill_choice(8, 4)
     assert choice(2048) == prefill_choice()       # split-K plans no split where the tiles fill the SMs
 
 
 def test_table_falls_back_where_a_variant_cannot_run():
     # 8-bit weights: the wide tile covers 32 weight rows per block (BGMMA: 16), so N = 3M needs
-    # more than 65535 blocks on grid y; swapped, the weights go to grid x.
-    assert choice(2048, w_bits=8, N=3_000_000) == "wide,swap,splitk"
+    # more than 65535 blocks on grid y; swapped, the weights go to grid x. (1-bit activations:
+    # below the IMMA kernel's bit product.)
+    assert choice(2048, x_bits=1, w_bits=8, N=3_000_000) == "wide,swap,splitk"
     if arch_of_choice() == 90:
         return  # prefill runs the BGMMA kernel, whose shared memory does not depend on the bits
     # K-groups: the wide tile keeps fp32 results in shared memory after its 96 KiB pipeline,
@@ -57,6 +67,25 @@ def test_table_falls_back_where_a_variant_cannot_run():
         fits = 98304 + outputs * 1024 <= smem_per_block_of_choice()
         expected = "wide,noswap,splitk" if fits else "narrow,noswap,splitk"
         assert choice(2048, x_bits=x_bits, w_bits=1, grouped=True) == expected
+
+
+def test_imma_takes_large_bit_products_beyond_256_stacked_rows():
+    # x_bits * w_bits >= 16 (a static estimate, kernel_map.cpp): W8A8, W4A8, W8A2, W4A4
+    for x_bits, w_bits in [(8, 8), (8, 4), (2, 8), (4, 4)]:
+        assert choice(2048, x_bits, w_bits) == prefill_choice(x_bits, w_bits)
+        assert choice(2048, x_bits, w_bits, grouped=True) == prefill_choice(x_bits, w_bits)
+    assert choice(2048, 4, 3) == prefill_choice(4, 3) != "imma,noswap,splitk"  # 12: the b1 kernels
+    assert choice(1, 8, 8) == "narrow,swap,splitk"  # decode stays on the b1 kernels
+    assert choice(64, 4, 4) == "wide,swap,splitk"  # 256 stacked rows: swap-AB
+    assert choice(65, 4, 4) == prefill_choice(4, 4)
+    if imma_fits(8, 8):
+        assert choice(2048, 8, 8) == "imma,noswap,splitk"
+
+
+def test_imma_runs_where_forced(monkeypatch):
+    for variant in ("imma,noswap", "imma,swap", "imma,noswap,splitk", "imma,swap,splitk"):
+        monkeypatch.setenv("APQ_GEMM_KERNEL", variant)
+        assert choice(1, 2, 2) == variant  # any shape it fits: bits of 2 + 2 fit every sm_80 ... sm_90
 
 
 def test_bgmma_runs_where_forced_on_sm90_and_is_refused_elsewhere(monkeypatch):

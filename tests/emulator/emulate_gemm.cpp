@@ -6,6 +6,7 @@
 #include "bitplane_gemm_kernel.cuh"
 #include "emulated_call.h"
 #include "gemm_plan.h"
+#include "imma_gemm_kernel.cuh"
 #include "split_k_reduce.cuh"
 
 #include <algorithm>
@@ -29,9 +30,8 @@ using apq::cuda::LaunchPlan;
 
 // Runs every block of the grid, one after another, in the order given by `seed` (0: x, then y,
 // then z; otherwise a shuffle: split-K results must not depend on which block ends last).
-template <class Tile>
+template <auto Kernel>
 void emulate(const LaunchPlan& plan, unsigned seed, emu::GlobalReads& reads) {
-  static_assert(Tile::kPipelineBytes <= sizeof(apq::cuda::smem));
   const emu::Dim3 grid{plan.grid[0], plan.grid[1], plan.grid[2]};
   std::vector<emu::Dim3> blocks;
   for (unsigned z = 0; z < grid.z; ++z)
@@ -57,7 +57,7 @@ void emulate(const LaunchPlan& plan, unsigned seed, emu::GlobalReads& reads) {
         emu::ctx.block_barrier = &block;
         emu::ctx.warp_barrier = warp_barriers[t / 32].get();
         emu::ctx.warp = &exchange[t / 32];
-        apq::cuda::bitplane_gemm_kernel<Tile>(plan.params);
+        Kernel(plan.params);
       });
     }
     for (auto& th : threads) th.join();
@@ -129,8 +129,9 @@ extern "C" __attribute__((visibility("default"))) int apq_emulate_gemm(const cha
       reads.ranges.emplace_back(begin, begin + op->bits * op->rows * plan.params.words * 4);
     }
     switch (plan.kernel) {
-      case KernelId::Wide: emulate<WideTile>(plan, block_order_seed, reads); break;
-      case KernelId::Narrow: emulate<NarrowTile>(plan, block_order_seed, reads); break;
+      case KernelId::Wide: emulate<&bitplane_gemm_kernel<WideTile>>(plan, block_order_seed, reads); break;
+      case KernelId::Narrow: emulate<&bitplane_gemm_kernel<NarrowTile>>(plan, block_order_seed, reads); break;
+      case KernelId::Imma: emulate<&imma_gemm_kernel>(plan, block_order_seed, reads); break;
       case KernelId::Bgmma: return fail(1, "the BGMMA kernel runs in its own emulator (tests/emulated_bgmma.py)");
     }
     if (!reads.violation.empty()) return fail(1, reads.violation);

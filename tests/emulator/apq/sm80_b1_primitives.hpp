@@ -125,6 +125,8 @@ inline void cp_async_16(uint32_t smem, const uint32_t* gmem, int src_bytes, uint
   copy_queue.open.push_back({dst, gmem, src_bytes});
 }
 
+inline void cp_async_16(uint32_t smem, const uint32_t* gmem, int src_bytes) { cp_async_16(smem, gmem, src_bytes, 0); }
+
 inline void cp_async_fence() {
   copy_queue.committed.push_back(std::move(copy_queue.open));
   copy_queue.open.clear();
