@@ -1,11 +1,12 @@
 """Static instruction mix of the CUDA GEMM kernels' steady-state main loops, from their SASS.
 
-For every GEMM kernel (the fused bit-plane kernels, CUTLASS's b1 baseline and the sm_90a
-BGMMA kernel) and every arch in the built extension, this finds the main loop and counts the
-instructions of one iteration in steady state. mma.sync kernels: the innermost loop that both
-issues the k-tile copies (LDGSTS) and multiplies (BMMA), along the shortest path from its head
-to its back edge that passes every block holding a copy or an MMA (inner loops taken once,
-forward branches around copies or MMAs not taken). BGMMA: its consumers' loop per 1024-bit
+For every GEMM kernel (the fused bit-plane kernels, CUTLASS's b1 baseline, the integer-MMA
+kernel and the sm_90a BGMMA kernel) and every arch in the built extension, this finds the main
+loop and counts the instructions of one iteration in steady state. mma.sync kernels: the
+innermost loop that both issues the k-tile copies (LDGSTS) and multiplies (BMMA, IMMA), along
+the shortest path from its head to its back edge that passes every block holding a copy, a
+shared store (IMMA's code expansion) or an MMA (forward branches around them not taken; loops
+nested inside, like IMMA's step loop where a K-window closes, left out). BGMMA: its consumers' loop per 1024-bit
 stage (wait for the stage's mbarrier, four 256-bit steps of ldmatrix, wgmma fence, one BGMMA
 per m64 tile, commit, wait, give the stage back), compiled twice, for 4 and for 3 m64 tiles
 (a_bits 3, 5, 6 leave the fourth empty); both are straight-line from head to back edge.
@@ -227,6 +228,31 @@ def slot_occupancy():
     return table
 
 
+# sm_80 dense tensor-core rates (A100: 4992 binary and 624 int8 TOPS, 108 SMs at 1.41 GHz): 16384 b1
+# and 2048 u8 MACs per SM and clock, so an m16n8k256 b1 MMA (32768 MACs) and an m16n8k32 u8 MMA
+# (4096) each hold one of the 4 sub-partitions' tensor cores for 8 clocks.
+MMA_CLOCKS = 8
+
+
+def bit_pair_estimate(report, occupancy):
+    """Static estimate per bit pair (a_bits row, b_bits column) on sm_80: the wide b1 tile's clocks
+    over the IMMA kernel's for 16 x 8 real outputs and 256 bits of K, each max(tensor core, issue
+    of one instruction per clock) per sub-partition from this report's steady-state counts. The
+    b1 tile needs a_bits * b_bits / occupancy MMAs, IMMA 8. No latency, memory or epilogue in
+    it: above 1 the IMMA kernel should be faster, if the model holds. None without both kernels."""
+    mix = {e["kernel"].split()[0]: e for e in report if e["arch"] == "sm_80" and e.get("non_mma_per_mma")}
+    occ = next((v for k, v in occupancy.items() if k.startswith("wide")), None)
+    if "wide" not in mix or "imma" not in mix or occ is None:
+        return None
+
+    def clocks(mmas, other_per_mma):
+        return mmas * max(MMA_CLOCKS, 1 + other_per_mma)
+
+    imma = clocks(8, mix["imma"]["non_mma_per_mma"])
+    return {a: [round(clocks(a * b / occ[a][b - 1], mix["wide"]["non_mma_per_mma"]) / imma, 2) for b in range(1, 9)]
+            for a in range(1, 9)}
+
+
 def cuobjdump(flag, path):
     import test_build  # the project's way to find cuobjdump and nvdisasm
 
@@ -259,20 +285,23 @@ def analyse(sass_text, usage_text):
     return report
 
 
-def markdown(report, occupancy):
+def markdown(report, occupancy, estimate=None):
     lines = ["# Instruction mix of the GEMM kernels' main loops (static, from SASS)", "",
              "One steady-state iteration of each kernel's main loop, counted from `cuobjdump -sass` by",
-             "`bench/sass_mix.py`: mma.sync kernels one 512-bit k-tile (the shortest path through every",
-             "copy and MMA of the innermost loop that holds both), BGMMA one 1024-bit stage of a consumer",
+             "`bench/sass_mix.py`: mma.sync b1 kernels one 512-bit k-tile (the shortest path through every",
+             "copy and MMA of the innermost loop that holds both), IMMA one 128-bit k-tile (the same, through",
+             "its copies, its expansion of one row's planes into codes and a warp's 4 steps of 4 x 4 u8 MMAs,",
+             "off the step loop where a K-window closes; copies and loads for 8 + 8 bits, all predicated on",
+             "the runtime bits), BGMMA one 1024-bit stage of a consumer",
              "warpgroup (for 4 and for 3 m64 tiles; its registers are ptxas' 168 per thread before",
              "`setmaxnreg` gives the consumers 232). Not a timing: no GPU ran these kernels.", "",
-             "| arch | kernel | MMA | other | other per MMA | LDSM | LDGSTS | sync | wgmma sync | mbarrier | branch "
-             "| addr/int | regs | smem (static) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| arch | kernel | MMA | other | other per MMA | LDSM | LDGSTS | LDS/STS | sync | wgmma sync | mbarrier "
+             "| branch | addr/int | regs | smem (static) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for e in report:
         k = e.get("by_kind", {})
         lines.append(f"| {e['arch']} | {e['kernel']} | {e.get('mma', '-')} | {e.get('non_mma', '-')} | "
-                     f"{e.get('non_mma_per_mma', '-')} | {k.get('ldsm', 0)} | {k.get('ldgsts', 0)} | "
+                     f"{e.get('non_mma_per_mma', '-')} | {k.get('ldsm', 0)} | {k.get('ldgsts', 0)} | {k.get('memory', 0)} | "
                      f"{k.get('sync', 0)} | {k.get('wgmma_sync', 0)} | {k.get('mbarrier', 0)} | {k.get('branch', 0)} | "
                      f"{k.get('address/integer', 0)} | "
                      f"{e.get('registers', '-')} | {e.get('shared', '-')} |")
@@ -281,6 +310,17 @@ def markdown(report, occupancy):
         lines += [f"**{tile}**", "", "| a \\ b | " + " | ".join(str(b) for b in range(1, 9)) + " |",
                   "|---" * 9 + "|"]
         lines += [f"| {a} | " + " | ".join(f"{v:.2f}" for v in rows[a]) + " |" for a in range(1, 9)]
+        lines.append("")
+    if estimate:
+        lines += ["## Static estimate: wide b1 tile over IMMA, sm_80 (a_bits row, b_bits column)", "",
+                  "Sub-partition clocks for 16 x 8 real outputs and 256 bits of K, each kernel's max(tensor core,",
+                  "issue): an m16n8k256 b1 MMA and an m16n8k32 u8 MMA both hold the tensor core 8 clocks (A100:",
+                  "4992 binary / 624 int8 dense TOPS); the b1 tile needs a_bits * b_bits / occupancy MMAs at",
+                  "1 + its other instructions per MMA of issue each, IMMA 8 at 1 + its own. Above 1: IMMA ahead,",
+                  "if this model (no latency, memory or epilogue) holds. Not measured; the kernel map's",
+                  "threshold (x_bits * w_bits >= 16) leaves a factor of about 2 for what it omits.", "",
+                  "| a \\ b | " + " | ".join(str(b) for b in range(1, 9)) + " |", "|---" * 9 + "|"]
+        lines += [f"| {a} | " + " | ".join(f"{v:.1f}" for v in estimate[a]) + " |" for a in range(1, 9)]
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -303,11 +343,12 @@ def main():
         sass, usage = cuobjdump("-sass", binary), cuobjdump("-res-usage", binary)
     report = analyse(sass, usage)
     occupancy = slot_occupancy()
+    estimate = bit_pair_estimate(report, occupancy)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "sass-mix.json"), "w") as f:
-        json.dump({"kernels": report, "slot_occupancy": occupancy}, f, indent=1)
+        json.dump({"kernels": report, "slot_occupancy": occupancy, "b1_over_imma_clocks_sm80": estimate}, f, indent=1)
     with open(os.path.join(args.out, "sass-mix.md"), "w") as f:
-        f.write(markdown(report, occupancy))
+        f.write(markdown(report, occupancy, estimate))
     for e in report:
         print(f"{e['arch']:7} {e['kernel'][:48]:48} mma {e.get('mma')} other {e.get('non_mma')} "
               f"per-mma {e.get('non_mma_per_mma')} regs {e.get('registers')}")

@@ -53,21 +53,22 @@ __global__ void __launch_bounds__(ImmaTile::kThreads, 1) imma_gemm_kernel(const 
   const uint32_t row_chunk = (on_a ? tid : Tile::kRowsA * p.a.bits + tid - Tile::kRowsA) * 16;
   const uint32_t smem_base = ext::shared_address(smem);
   const int64_t stage_bytes = Tile::stage_bytes(p.a.bits, p.b.bits);
-  auto stage_offset = [&](int kt) {
-    return 2 * Tile::kCodeTileBytes + static_cast<uint32_t>((kt - kt_begin) % Tile::kStages * stage_bytes);
+  auto stage_offset = [&](int stage) {
+    return 2 * Tile::kCodeTileBytes + static_cast<uint32_t>(stage * stage_bytes);
   };
-  auto load_k_tile = [&](int kt) {
-    const uint32_t dst = smem_base + stage_offset(kt) + row_chunk;
+  auto load_k_tile = [&](int kt, int stage) {
+    const uint32_t dst = smem_base + stage_offset(stage) + row_chunk;
     const uint32_t* src = row_planes + static_cast<int64_t>(kt) * (Tile::kKTileBits / 32);
 #pragma unroll
     for (int plane = 0; plane < 8; ++plane) {
-      if (plane < row_bits) ext::cp_async_16(dst + plane * tile_rows * 16, src + plane * plane_words, copy_bytes);
+      if (plane < row_bits) ext::cp_async_16(dst + plane * tile_rows * 16, src, copy_bytes);
+      src += plane_words;  // a running pointer: one 64-bit add per plane, no multiply
     }
   };
   auto code_tile = [&](int kt) { return smem + ((kt - kt_begin) & 1) * Tile::kCodeTileBytes; };
   // Two passes of two words (64 bits of K) over the planes, to hold 16 plane words, not 32.
-  auto expand_k_tile = [&](int kt) {
-    const uint8_t* chunks = smem + stage_offset(kt) + row_chunk;
+  auto expand_k_tile = [&](int kt, int stage) {
+    const uint8_t* chunks = smem + stage_offset(stage) + row_chunk;
     uint8_t* codes = code_tile(kt);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
@@ -148,23 +149,27 @@ __global__ void __launch_bounds__(ImmaTile::kThreads, 1) imma_gemm_kernel(const 
     return false;
   };
 
-  // ---- pipeline: planes of k-tile kt in stage (kt - kt_begin) % kStages, codes in tile (kt - kt_begin) % 2 ----
+  // ---- pipeline: planes of k-tile kt in stage (kt - kt_begin) % kStages, codes in code tile (kt - kt_begin) % 2 ----
 #pragma unroll
   for (int s = 0; s < Tile::kStages; ++s) {
-    if (kt_begin + s < kt_end) load_k_tile(kt_begin + s);
+    if (kt_begin + s < kt_end) load_k_tile(kt_begin + s, s);
     ext::cp_async_fence();
   }
   ext::cp_async_wait<Tile::kStages - 1>();
   __syncthreads();
-  expand_k_tile(kt_begin);
+  expand_k_tile(kt_begin, 0);
+  // The stages of k-tiles kt (refilled with kt + kStages once kt is expanded) and kt + 1.
+  int stage = 0, next_stage = 1;
   for (int kt = kt_begin; kt < kt_end; ++kt) {
     // k-tile kt + 1's planes have landed; kt's codes are complete; nobody reads kt - 1's codes
     // or kt's planes any more.
     ext::cp_async_wait<Tile::kStages - 2>();
     __syncthreads();
-    if (kt + Tile::kStages < kt_end) load_k_tile(kt + Tile::kStages);
+    if (kt + Tile::kStages < kt_end) load_k_tile(kt + Tile::kStages, stage);
     ext::cp_async_fence();
-    if (kt + 1 < kt_end) expand_k_tile(kt + 1);
+    if (kt + 1 < kt_end) expand_k_tile(kt + 1, next_stage);
+    stage = next_stage;
+    next_stage = next_stage + 1 == Tile::kStages ? 0 : next_stage + 1;
     const uint8_t* codes = code_tile(kt);
     if (static_cast<int64_t>(kt + 1) * Tile::kKTileBits < cut) {  // steady state: no window closes here
 #pragma unroll
