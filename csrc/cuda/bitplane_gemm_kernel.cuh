@@ -160,15 +160,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1) bitplane_gemm_kernel(const 
   int32_t acc[Tile::kMmaA][Tile::kMmaB][4];
   // The accumulator of slot pair (sa, sb): C fragment rows g / g + 8, columns 2t / 2t + 1.
   auto slot_acc = [&](int sa, int sb) -> int32_t& { return acc[sa / 2][sb / 2][(sa % 2) * 2 + sb % 2]; };
-  auto clear_accumulators = [&] {
-#pragma unroll
-    for (int i = 0; i < Tile::kMmaA; ++i)
-#pragma unroll
-      for (int j = 0; j < Tile::kMmaB; ++j)
-#pragma unroll
-        for (int q = 0; q < 4; ++q) acc[i][j][q] = 0;
-  };
-  clear_accumulators();
+  clear_accumulators(acc);
 
   // One k-step of every MMA tile of the warp; `a_offset` / `b_offset` are that step's frag_*.
   auto mma_step = [&](const uint8_t* stage, uint32_t a_offset, uint32_t b_offset, int lo, int hi) {
@@ -261,7 +253,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1) bitplane_gemm_kernel(const 
     const bool closes_group = cut == windows.group_end(group), last = cut == bit_end;
     emit({single, split, closes_group, last, group, windows.group_len(group)});
     if (last) break;
-    clear_accumulators();
+    clear_accumulators(acc);
     if (closes_group) ++group;
     cut = windows.window_end(group, cut);
   }

@@ -80,4 +80,16 @@ __device__ __forceinline__ void window_output(const BitplaneGemmParams& p, const
 
 }  // namespace epilogue
 
+// Zeroes the accumulators [m16 tiles][n8 tiles][4] of the mma.sync kernels when a window opens
+// (held in registers: fully unrolled).
+template <int TilesA, int TilesB>
+__device__ __forceinline__ void clear_accumulators(int32_t (&acc)[TilesA][TilesB][4]) {
+#pragma unroll
+  for (int i = 0; i < TilesA; ++i)
+#pragma unroll
+    for (int j = 0; j < TilesB; ++j)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) acc[i][j][q] = 0;
+}
+
 }  // namespace apq::cuda

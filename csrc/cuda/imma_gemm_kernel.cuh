@@ -95,15 +95,7 @@ __global__ void __launch_bounds__(ImmaTile::kThreads, 1) imma_gemm_kernel(const 
   // ---- MMAs: one 32-bit k-step of the warp's 4 x 4 tiles ----
   const int a_row0 = warp_a * 16 * Tile::kMmaA, b_row0 = Tile::kRowsA + warp_b * 8 * Tile::kMmaB;
   int32_t acc[Tile::kMmaA][Tile::kMmaB][4];
-  auto clear_accumulators = [&] {
-#pragma unroll
-    for (int i = 0; i < Tile::kMmaA; ++i)
-#pragma unroll
-      for (int j = 0; j < Tile::kMmaB; ++j)
-#pragma unroll
-        for (int q = 0; q < 4; ++q) acc[i][j][q] = 0;
-  };
-  clear_accumulators();
+  clear_accumulators(acc);
   // Rows 16 apart share their swizzle: tile i's fragment is 16 * i rows past tile 0's.
   auto mma_step = [&](const uint8_t* codes, int step) {
     const uint32_t a_offset = ext::a_code_fragment_offset(a_row0, step, lane);
@@ -143,7 +135,7 @@ __global__ void __launch_bounds__(ImmaTile::kThreads, 1) imma_gemm_kernel(const 
     const epilogue::WindowClose close{single, split, closes_group, last, group, windows.group_len(group)};
     for_each_output([&](int32_t U, float& r, int64_t ra, int64_t rb) { epilogue::window_output(p, close, ra, rb, U, r); });
     if (last) return true;
-    clear_accumulators();
+    clear_accumulators(acc);
     if (closes_group) ++group;
     cut = windows.window_end(group, cut);
     return false;

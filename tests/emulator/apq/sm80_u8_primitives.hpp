@@ -66,12 +66,8 @@ struct U8FragmentMaps {
 
 inline void mma_u8(int32_t (&acc)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   const U8FragmentMaps& maps = U8FragmentMaps::get();
-  emu::WarpExchange& w = *emu::ctx.warp;
-  const int lane = emu::ctx.thread.x % 32, box = next_mailbox();
-  for (int i = 0; i < 4; ++i) w.a[box][lane][i] = a[i];
-  w.b[box][lane][0] = b0;
-  w.b[box][lane][1] = b1;
-  emu::warp_sync();
+  const emu::WarpExchange& w = *emu::ctx.warp;
+  const int lane = emu::ctx.thread.x % 32, box = post_mma_operands(a, b0, b1);
   auto byte = [](uint32_t reg, int e) { return (reg >> (8 * (e % 4))) & 0xFFu; };
   for (int v = 0; v < 4; ++v) {
     const int m = maps.c_row[lane][v], n = maps.c_col[lane][v];
