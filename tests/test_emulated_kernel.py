@@ -94,7 +94,7 @@ def test_qmatmul_groups_all_bit_pairs_sampled(lib, variant, group_size, gen):
         qmatmul_case(lib, 11, 6, 900, bx, bw, "unsigned", "bipolar", group_size, torch.float32, None, variant, gen)
 
 
-@pytest.mark.parametrize("variant", ["narrow,swap", "narrow,swap,splitk"])
+@pytest.mark.parametrize("variant", ["narrow,swap", "narrow,swap,splitk", "imma,swap,splitk"])
 def test_qmatmul_long_K_splits_into_exact_windows(lib, variant, gen):
     # K > 32768 at 8x8 bits: one int32 window would overflow; windows of 32768 bits must not
     # (and split-K splits between them).
