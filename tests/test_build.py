@@ -143,14 +143,15 @@ def test_fused_main_loops_issue_at_most_two_other_instructions_per_mma():
 @pytest.mark.skipif(not expect_cuda_build(), reason="no nvcc or a CPU-only torch: CPU-only build")
 def test_imma_main_loop_expands_and_multiplies_one_k_tile():
     # one steady-state 128-bit k-tile: a warp's 4 steps of 4 x 4 u8 MMAs, the copies and the
-    # expansion of one row (stores of the codes). The bound keeps the expansion's cost where it
-    # is today (about 6.2): an m16n8k32 u8 MMA leaves a sub-partition 7 issue slots on sm_80.
+    # expansion of one row (stores of the codes). The bound keeps the expansion's cost near
+    # today's (5.6): an m16n8k32 u8 MMA leaves a sub-partition 7 issue slots on sm_80.
+    # (bench/results/sass-mix.md)
     report = steady_state_mix()
     imma = [e for e in report if "imma_gemm_kernel" in e["function"]]
     assert len(imma) == len(built_archs()), [e["kernel"] for e in report]
     for e in imma:
         assert e["mma"] == 64 and e["by_kind"]["ldgsts"] > 0 and e["by_kind"]["ldsm"] == 24, e
-        assert e["non_mma_per_mma"] <= 7.0, (e["arch"], e["by_kind"])
+        assert e["non_mma_per_mma"] <= 6.0, (e["arch"], e["by_kind"])
 
 
 @pytest.mark.skipif(not expect_cuda_build(), reason="no nvcc or a CPU-only torch: CPU-only build")

@@ -27,16 +27,16 @@ def smem_per_block_of_choice():
     return 166912
 
 
-def imma_fits(x_bits, w_bits):
-    """The IMMA kernel's block (csrc/cuda/imma_gemm.h: two 32 KiB code tiles, 3 stages of the
-    planes of 128 + 128 rows, 16 bytes per plane) fits the shared memory _cuda_kernel_choice plans with."""
-    return 2 * 32768 + 3 * 128 * (x_bits + w_bits) * 16 <= smem_per_block_of_choice()
+def imma_fits():
+    """The IMMA kernel's block (csrc/cuda/imma_gemm.h: two 32 KiB code tiles, 3 stages of 8 planes
+    of 256 rows, 16 bytes each: 160 KiB) fits the shared memory _cuda_kernel_choice plans with."""
+    return 2 * 32768 + 3 * 8 * 256 * 16 <= smem_per_block_of_choice()
 
 
 def prefill_choice(x_bits=4, w_bits=4):
     """The table's prefill variant: the IMMA kernel where x_bits * w_bits >= 16 (and it fits), else
     the BGMMA kernel on sm_90, the wide mma.sync tile elsewhere."""
-    if x_bits * w_bits >= 16 and imma_fits(x_bits, w_bits):
+    if x_bits * w_bits >= 16 and imma_fits():
         return "imma,noswap,splitk"
     return "bgmma,noswap" if arch_of_choice() == 90 else "wide,noswap,splitk"
 
@@ -78,14 +78,19 @@ def test_imma_takes_large_bit_products_beyond_256_stacked_rows():
     assert choice(1, 8, 8) == "narrow,swap,splitk"  # decode stays on the b1 kernels
     assert choice(64, 4, 4) == "wide,swap,splitk"  # 256 stacked rows: swap-AB
     assert choice(65, 4, 4) == prefill_choice(4, 4)
-    if imma_fits(8, 8):
+    if imma_fits():
         assert choice(2048, 8, 8) == "imma,noswap,splitk"
 
 
-def test_imma_runs_where_forced(monkeypatch):
+def test_imma_runs_where_forced_or_says_why_not(monkeypatch):
     for variant in ("imma,noswap", "imma,swap", "imma,noswap,splitk", "imma,swap,splitk"):
         monkeypatch.setenv("APQ_GEMM_KERNEL", variant)
-        assert choice(1, 2, 2) == variant  # any shape it fits: bits of 2 + 2 fit every sm_80 ... sm_90
+        if imma_fits():  # an A100 or H100 (or no GPU: an A100's limits)
+            assert choice(1, 2, 2) == variant
+        else:
+            with pytest.raises(RuntimeError, match=f"APQ_GEMM_KERNEL={variant} cannot run this call: its block "
+                               "needs 163840 bytes of shared memory"):
+                choice(1, 2, 2)
 
 
 def test_bgmma_runs_where_forced_on_sm90_and_is_refused_elsewhere(monkeypatch):

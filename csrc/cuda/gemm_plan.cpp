@@ -127,7 +127,7 @@ LaunchShape shape_register_tile(LaunchPlan& plan, const KernelVariant& variant, 
 
 LaunchShape shape_imma(LaunchPlan& plan, const KernelVariant& variant, const DeviceLimits& device) {
   plan.threads = ImmaTile::kThreads;
-  plan.smem_bytes = ImmaTile::smem_bytes(plan.params.a.bits, plan.params.b.bits);
+  plan.smem_bytes = ImmaTile::kSmemBytes;
   return shape_blocks(plan, variant, device, ImmaTile::kRowsA, ImmaTile::kRowsB);
 }
 

@@ -28,14 +28,12 @@ struct ImmaTile {
   static_assert(::apq::cuda::kKTileBits % kKTileBits == 0,
                 "split-K splits (multiples of the host plan's 512-bit k-tile) start on one of these k-tiles");
 
-  // Plane chunks of one stage: a's planes [a_bits][kRowsA], then b's [b_bits][kRowsB], 16 bytes each.
-  APQ_HD static int64_t stage_bytes(int a_bits, int b_bits) {
-    return (static_cast<int64_t>(kRowsA) * a_bits + static_cast<int64_t>(kRowsB) * b_bits) * 16;
-  }
-  // Two code tiles, then the plane stages.
-  APQ_HD static int64_t smem_bytes(int a_bits, int b_bits) {
-    return 2 * kCodeTileBytes + kStages * stage_bytes(a_bits, b_bits);
-  }
+  // A stage holds 16 bytes (128 bits of K) of 8 planes of every row, [plane][row] (a's rows,
+  // then b's), planes past an operand's bits zero-filled.
+  static constexpr int kPlaneStride = (kRowsA + kRowsB) * 16;  // bytes from one plane's chunks to the next
+  static constexpr int kStageBytes = 8 * kPlaneStride;
+  // Two code tiles, then the plane stages: 160 KiB.
+  static constexpr int kSmemBytes = 2 * kCodeTileBytes + kStages * kStageBytes;
 };
 
 }  // namespace apq::cuda

@@ -40,28 +40,28 @@ __global__ void __launch_bounds__(ImmaTile::kThreads, 1) imma_gemm_kernel(const 
   const int kt_end = static_cast<int>((run.end + Tile::kKTileBits - 1) / Tile::kKTileBits);
 
   // ---- one row per thread: tid < kRowsA row tid of a, else row tid - kRowsA of b ----
-  // The thread copies that row's plane chunks of each k-tile (rows past the matrix copy 0
-  // bytes: zero-fill, codes 0) and expands them into codes: it reads only its own copies.
+  // The thread copies that row's plane chunks of each k-tile and expands them into codes: it
+  // reads only its own copies. Every stage has room for 8 planes; planes past the bits, and
+  // rows past the matrix, copy 0 bytes (zero-fill: codes 0), so the expansion reads all 8
+  // planes without a predicate.
   const bool on_a = tid < Tile::kRowsA;
   const PlaneOperand& op = on_a ? p.a : p.b;
-  const int row_bits = op.bits, tile_rows = on_a ? Tile::kRowsA : Tile::kRowsB;
+  const int row_bits = op.bits;
   const int64_t row = on_a ? a_first + tid : b_first + tid - Tile::kRowsA;
-  const int copy_bytes = row < op.rows ? 16 : 0;
+  // Bit p: plane p of the row is copied (16 bytes), else zero-filled.
+  const uint32_t copied_planes = row < op.rows ? (1u << row_bits) - 1 : 0u;
   const uint32_t* row_planes = op.planes + (row < op.rows ? row : 0) * p.words;
   const int64_t plane_words = op.rows * p.words;
-  // A stage: a's chunks [plane][kRowsA], then b's [plane][kRowsB], 16 bytes each.
-  const uint32_t row_chunk = (on_a ? tid : Tile::kRowsA * p.a.bits + tid - Tile::kRowsA) * 16;
+  const uint32_t row_chunk = tid * 16;  // plane 0's chunk of the thread's row in a stage
   const uint32_t smem_base = ext::shared_address(smem);
-  const int64_t stage_bytes = Tile::stage_bytes(p.a.bits, p.b.bits);
-  auto stage_offset = [&](int stage) {
-    return 2 * Tile::kCodeTileBytes + static_cast<uint32_t>(stage * stage_bytes);
-  };
+  auto stage_offset = [](int stage) { return 2 * Tile::kCodeTileBytes + stage * Tile::kStageBytes; };
   auto load_k_tile = [&](int kt, int stage) {
     const uint32_t dst = smem_base + stage_offset(stage) + row_chunk;
     const uint32_t* src = row_planes + static_cast<int64_t>(kt) * (Tile::kKTileBits / 32);
 #pragma unroll
     for (int plane = 0; plane < 8; ++plane) {
-      if (plane < row_bits) ext::cp_async_16(dst + plane * tile_rows * 16, src, copy_bytes);
+      // (src runs past the operand for absent planes, which read no byte of it)
+      ext::cp_async_16(dst + plane * Tile::kPlaneStride, src, (copied_planes >> plane & 1u) * 16);
       src += plane_words;  // a running pointer: one 64-bit add per plane, no multiply
     }
   };
@@ -75,8 +75,7 @@ __global__ void __launch_bounds__(ImmaTile::kThreads, 1) imma_gemm_kernel(const 
       uint32_t words[8][2];  // [plane][word]
 #pragma unroll
       for (int plane = 0; plane < 8; ++plane) {
-        uint2 w = make_uint2(0, 0);
-        if (plane < row_bits) w = *reinterpret_cast<const uint2*>(chunks + plane * tile_rows * 16 + half * 8);
+        const uint2 w = *reinterpret_cast<const uint2*>(chunks + plane * Tile::kPlaneStride + half * 8);
         words[plane][0] = w.x, words[plane][1] = w.y;
       }
 #pragma unroll

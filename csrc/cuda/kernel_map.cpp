@@ -31,9 +31,9 @@ namespace {
 // first: per 16 x 8 outputs and 256 bits of K it issues 8 u8 MMAs where the b1 kernels issue
 // x_bits * w_bits b1 MMAs (more with idle plane slots), and on sm_80 an m16n8k32 u8 MMA and an
 // m16n8k256 b1 MMA take the same tensor-core time (A100: 624 int8 / 4992 binary dense TOPS,
-// i.e. 2048 u8 and 16384 b1 MACs per SM and clock). Its steady state issues about 6.4 other
-// instructions per MMA (plane expansion; bench/results/sass-mix.md) against about 2 for the b1
-// kernels, so the tensor-core break-even at 8 is not taken: 16 is a static estimate, NOT
+// i.e. 2048 u8 and 16384 b1 MACs per SM and clock). Its steady state issues 5.6 other
+// instructions per MMA (plane expansion; bench/results/sass-mix.md) against 0.9 - 1.9 for the
+// b1 kernels, so the tensor-core break-even near 8 is not taken: 16 is a static estimate, NOT
 // MEASURED on any GPU (sm_90 publishes no b1 rate at all).
 struct TableRow {
   int arch;
