@@ -203,6 +203,8 @@ def short_name(function):
         return "bgmma (3 warpgroups, 256 x 128 stacked rows, 3 stages)"
     if "OpAndPopc" in function:
         return "cutlass_b1_baseline"
+    if "imma_gemm_kernel" in function and "ImmaWarpgroup" in function:
+        return "igmma (2 warpgroups of 64x128 outputs, wgmma u8, 3 plane stages)"
     if "imma_gemm_kernel" in function:
         return "imma (2x4 warps of 64x32 outputs, u8 codes, 3 plane stages)"
     m = re.search(r"RegisterTileILi(\d+)ELi(\d+)ELi(\d+)ELi(\d+)ELi(\d+)E", function)
@@ -277,6 +279,8 @@ def analyse(sass_text, usage_text):
                 for loop in bgmma_steady_loops(instructions):
                     report.append({**entry, "kernel": f"{entry['kernel']}, {loop['mma'] // 4} m64 tiles", **loop})
                 continue
+            if not any(kind_of(op) == "mma" for _, op, _ in instructions):
+                continue  # an empty instantiation (IGMMA's body off sm_90a)
             loop = main_loop(instructions)
             if loop:
                 path = hot_path(instructions, *loop)
@@ -292,7 +296,8 @@ def markdown(report, occupancy, estimate=None):
              "copy and MMA of the innermost loop that holds both), IMMA one 128-bit k-tile (the same, through",
              "its copies, its expansion of one row's planes into codes and a warp's 4 steps of 4 x 4 u8 MMAs,",
              "off the step loop where a K-window closes; copies and loads for 8 + 8 bits, all predicated on",
-             "the runtime bits), BGMMA one 1024-bit stage of a consumer",
+             "the runtime bits; IGMMA likewise, its 4 wgmma m64n128k32 per warp doing the work of IMMA's",
+             "64 m16n8k32), BGMMA one 1024-bit stage of a consumer",
              "warpgroup (for 4 and for 3 m64 tiles; its registers are ptxas' 168 per thread before",
              "`setmaxnreg` gives the consumers 232). Not a timing: no GPU ran these kernels.", "",
              "| arch | kernel | MMA | other | other per MMA | LDSM | LDGSTS | LDS/STS | sync | wgmma sync | mbarrier "

@@ -48,7 +48,8 @@ def test_cuda_objects_hold_both_default_archs():
         assert f"sm_{arch.strip().replace('sm_', '')}" in listing, listing
 
 
-# the fused b1 kernel (wide, narrow), CUTLASS's b1 GEMM, and the integer-MMA kernel
+# the fused b1 kernel (wide, narrow), CUTLASS's b1 GEMM, and the integer-MMA kernel (mma.sync:
+# ImmaSync; wgmma: ImmaWarpgroup, an empty body off sm_90a)
 GEMM_KERNELS = ("bitplane_gemm_kernel", "OpAndPopc", "imma_gemm_kernel")
 
 
@@ -90,9 +91,12 @@ def test_gemm_kernels_use_and_popc_tensor_cores_on_every_arch():
     sass = cuobjdump_sections("-sass")
     for arch in built_archs():
         kernels = gemm_functions(sass.get(arch, {}))
-        # the wide and narrow fused tiles, the CUTLASS baseline and the IMMA kernel
-        assert len(kernels) == 4, (arch, list(kernels))
+        # the wide and narrow fused tiles, the CUTLASS baseline, IMMA and IGMMA
+        assert len(kernels) == 5, (arch, list(kernels))
         for name, body in kernels.items():
+            if "ImmaWarpgroup" in name:  # wgmma m64n128k32 .u8.u8 on sm_90a, nothing elsewhere
+                assert ("IGMMA.64x128x32.U8.U8" in body) == (arch == "sm_90a") and "IMMA." not in body, (arch, name)
+                continue
             if "imma_gemm_kernel" in name:  # u8 codes: mma.sync m16n8k32 .u8.u8
                 assert "IMMA.16832.U8.U8" in body and "BMMA" not in body, (arch, name)
                 continue
@@ -113,7 +117,7 @@ def test_gemm_kernels_do_not_spill_and_fit_one_block_per_sm():
     usage = cuobjdump_sections("-res-usage")
     for arch in built_archs():
         kernels = gemm_functions(usage.get(arch, {}))
-        assert len(kernels) == 4, (arch, list(kernels))
+        assert len(kernels) == 5, (arch, list(kernels))
         for name, line in kernels.items():
             assert " LOCAL:0 " in line and " STACK:0 " in line, (arch, name, line)
             registers = int(re.search(r"REG:(\d+)", line).group(1))
@@ -142,16 +146,22 @@ def test_fused_main_loops_issue_at_most_two_other_instructions_per_mma():
 
 @pytest.mark.skipif(not expect_cuda_build(), reason="no nvcc or a CPU-only torch: CPU-only build")
 def test_imma_main_loop_expands_and_multiplies_one_k_tile():
-    # one steady-state 128-bit k-tile: a warp's 4 steps of 4 x 4 u8 MMAs, the copies and the
-    # expansion of one row (stores of the codes). The bound keeps the expansion's cost near
-    # today's (5.6): an m16n8k32 u8 MMA leaves a sub-partition 7 issue slots on sm_80.
+    # one steady-state 128-bit k-tile: a warp's 4 steps of 4 x 4 u8 MMAs (IGMMA: 4 wgmma
+    # m64n128k32, the same work), the copies and the expansion of one row (stores of the codes).
+    # The bound keeps the expansion's cost near today's (5.7 other instructions per m16n8k32 of
+    # work, IGMMA 6.3): an m16n8k32 u8 MMA leaves a sub-partition 7 issue slots on sm_80.
     # (bench/results/sass-mix.md)
     report = steady_state_mix()
-    imma = [e for e in report if "imma_gemm_kernel" in e["function"]]
+    imma = [e for e in report if "ImmaSync" in e["function"]]
+    igmma = [e for e in report if "ImmaWarpgroup" in e["function"]]
     assert len(imma) == len(built_archs()), [e["kernel"] for e in report]
+    assert len(igmma) == ("sm_90a" in built_archs()), [e["kernel"] for e in report]
     for e in imma:
         assert e["mma"] == 64 and e["by_kind"]["ldgsts"] > 0 and e["by_kind"]["ldsm"] == 24, e
         assert e["non_mma_per_mma"] <= 6.0, (e["arch"], e["by_kind"])
+    for e in igmma:
+        assert e["mma"] == 4 and e["by_kind"]["ldgsts"] > 0 and e["by_kind"].get("ldsm", 0) == 0, e
+        assert e["non_mma"] / 64 <= 6.5, (e["arch"], e["by_kind"])
 
 
 @pytest.mark.skipif(not expect_cuda_build(), reason="no nvcc or a CPU-only torch: CPU-only build")

@@ -117,6 +117,15 @@ def test_imma_plan_tiles_real_rows_and_refuses_short_shared_memory(lib):
     assert (p["grid_x"], p["grid_y"], p["grid_z"]) == (32, 1, 4)
 
 
+def test_igmma_is_planned_on_sm90_only(lib):
+    # the same block as IMMA, 1 KiB more shared memory to align the code tiles for wgmma's descriptors
+    p = emu.plan(lib, "igmma,noswap,splitk", 300, 70, 4097, 8, 8, device=emu.H100)
+    assert (p["grid_x"], p["grid_y"], p["threads"], p["smem_bytes"]) == (3, 1, 256, 163840 + 1024)
+    for device in (emu.A100, SM86):
+        with pytest.raises(emu.Refused, match=r"wgmma u8 tensor cores of sm_90a \(H100, H200\), this GPU is sm_8"):
+            emu.plan(lib, "igmma,noswap", 300, 70, 4097, 8, 8, device=device)
+
+
 def test_arch_without_b1_tensor_cores_is_refused(lib, gen):
     xp, wp, out = gemm_operands(2, 2, 64, 1, 1, gen)
     blackwell = (100, 148, 232448, 2**31 - 1, 65535, 65535)

@@ -1,8 +1,10 @@
-"""The mma.sync kernels' own source (csrc/cuda/bitplane_gemm_kernel.cuh: wide, narrow;
-csrc/cuda/imma_gemm_kernel.cuh: imma) and the host code that launches them
-(csrc/cuda/gemm_plan.cpp), run on the CPU by tests/emulator: every thread of every block,
-with ldmatrix from the PTX definition, the b1 MMA from CuTe's fragment layouts, the u8 MMA
-from the PTX ISA's (checked against CuTe's) and cp.async landing only at its wait_group. It checks the kernel's plane slots,
+"""The register-tile kernels' own source (csrc/cuda/bitplane_gemm_kernel.cuh: wide, narrow;
+csrc/cuda/imma_gemm_kernel.cuh: imma, and igmma, its wgmma form) and the host code that
+launches them (csrc/cuda/gemm_plan.cpp), run on the CPU by tests/emulator: every thread of every
+block, with ldmatrix from the PTX definition, the b1 MMA from CuTe's fragment layouts, the u8
+mma.sync from the PTX ISA's (checked against CuTe's), the u8 wgmma from the ISA's descriptor
+and fragment layouts, executed only when a wait_group retires it (tests/emulator/sm90_machine.h),
+and cp.async landing only at its wait_group. It checks the kernel's plane slots,
 copy plan, pipeline, K-windows, register recovery, epilogue, swap-AB and split-K bit for bit
 without a GPU: gemm with `==` against the CPU op, qmatmul within fp32/fp16/bf16 rounding of
 it. What it cannot see: the timing of real hardware (bank conflicts, the memory order of
@@ -17,7 +19,7 @@ import apq_torch
 import emulated_kernel as emu
 from helpers import POISON, random_activation, random_codes, random_weight
 
-KERNELS = ["wide", "narrow", "imma"]
+KERNELS = ["wide", "narrow", "imma", "igmma"]
 VARIANTS = [f"{k},{s}" for k in KERNELS for s in ("noswap", "swap", "noswap,splitk", "swap,splitk")]
 # A device with many SMs: split-K then splits as much as the shape allows.
 MANY_SMS = (90, 4096, 232448, 2**31 - 1, 65535, 65535)
@@ -46,9 +48,9 @@ def exact_case(lib, M, N, K, bx, bw, variant, gen, seed=0):
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_gemm_all_64_bit_pairs(lib, kernel, gen):
     # every pair on each kernel, the orientation and split alternating; K = about 1.5 k-tiles
-    # (512 bits; imma: 128)
+    # (512 bits; imma, igmma: 128)
     variants = [v for v in VARIANTS if v.startswith(kernel)]
-    K = 200 if kernel == "imma" else 700
+    K = 200 if "imma" in kernel else 700
     for i, (bx, bw) in enumerate(itertools.product(range(1, 9), repeat=2)):
         exact_case(lib, 9, 13, K, bx, bw, variants[i % len(variants)], gen)
 
@@ -86,7 +88,7 @@ def test_qmatmul_groups_formats_dtypes(lib, group_size, gen):
                      [None, torch.float32, torch.float16, torch.bfloat16][i % 4], VARIANTS[i % len(VARIANTS)], gen)
 
 
-@pytest.mark.parametrize("variant", ["wide,noswap", "narrow,swap,splitk", "imma,noswap,splitk"])
+@pytest.mark.parametrize("variant", ["wide,noswap", "narrow,swap,splitk", "imma,noswap,splitk", "igmma,swap"])
 @pytest.mark.parametrize("group_size", [64, 128, 256])
 def test_qmatmul_groups_all_bit_pairs_sampled(lib, variant, group_size, gen):
     # group cuts inside k-tiles and k-steps, with the widest and the idlest slot layouts
@@ -112,7 +114,7 @@ def test_split_k_result_does_not_depend_on_block_order(lib, variant, gen):
     assert splits > 1 and torch.equal(first, again)
 
 
-@pytest.mark.parametrize("variant", ["imma,noswap", "imma,swap,splitk"])
+@pytest.mark.parametrize("variant", ["imma,noswap", "imma,swap,splitk", "igmma,noswap", "igmma,swap,splitk"])
 def test_imma_blocks_along_both_operands(lib, variant, gen):
     # 128 x 128 real rows per block: 2 x 2 blocks with ragged edges (a 9-row last block of x),
     # 8 x 8 and 1 x 1 bits (no stacking: the block is the same for every bit width)

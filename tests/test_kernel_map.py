@@ -34,10 +34,10 @@ def imma_fits():
 
 
 def prefill_choice(x_bits=4, w_bits=4):
-    """The table's prefill variant: the IMMA kernel where x_bits * w_bits >= 16 (and it fits), else
-    the BGMMA kernel on sm_90, the wide mma.sync tile elsewhere."""
+    """The table's prefill variant: the integer-MMA kernel where x_bits * w_bits >= 16 (and it
+    fits; its wgmma form on sm_90), else the BGMMA kernel on sm_90, the wide mma.sync tile elsewhere."""
     if x_bits * w_bits >= 16 and imma_fits():
-        return "imma,noswap,splitk"
+        return "igmma,noswap,splitk" if arch_of_choice() == 90 else "imma,noswap,splitk"
     return "bgmma,noswap" if arch_of_choice() == 90 else "wide,noswap,splitk"
 
 
@@ -74,12 +74,13 @@ def test_imma_takes_large_bit_products_beyond_256_stacked_rows():
     for x_bits, w_bits in [(8, 8), (8, 4), (2, 8), (4, 4)]:
         assert choice(2048, x_bits, w_bits) == prefill_choice(x_bits, w_bits)
         assert choice(2048, x_bits, w_bits, grouped=True) == prefill_choice(x_bits, w_bits)
-    assert choice(2048, 4, 3) == prefill_choice(4, 3) != "imma,noswap,splitk"  # 12: the b1 kernels
+    assert choice(2048, 4, 3) == prefill_choice(4, 3)  # 12: the b1 kernels
+    assert "imma" not in prefill_choice(4, 3)
     assert choice(1, 8, 8) == "narrow,swap,splitk"  # decode stays on the b1 kernels
     assert choice(64, 4, 4) == "wide,swap,splitk"  # 256 stacked rows: swap-AB
     assert choice(65, 4, 4) == prefill_choice(4, 4)
     if imma_fits():
-        assert choice(2048, 8, 8) == "imma,noswap,splitk"
+        assert choice(2048, 8, 8) == ("igmma,noswap,splitk" if arch_of_choice() == 90 else "imma,noswap,splitk")
 
 
 def test_imma_runs_where_forced_or_says_why_not(monkeypatch):
@@ -90,6 +91,14 @@ def test_imma_runs_where_forced_or_says_why_not(monkeypatch):
         else:
             with pytest.raises(RuntimeError, match=f"APQ_GEMM_KERNEL={variant} cannot run this call: its block "
                                "needs 163840 bytes of shared memory"):
+                choice(1, 2, 2)
+    for variant in ("igmma,noswap", "igmma,swap,splitk"):  # the wgmma form: sm_90 only
+        monkeypatch.setenv("APQ_GEMM_KERNEL", variant)
+        if arch_of_choice() == 90:
+            assert choice(1, 2, 2) == variant
+        else:
+            with pytest.raises(RuntimeError, match=f"APQ_GEMM_KERNEL={variant} cannot run this call: it needs the "
+                               r"wgmma u8 tensor cores of sm_90a \(H100, H200\), this GPU is sm_"):
                 choice(1, 2, 2)
 
 

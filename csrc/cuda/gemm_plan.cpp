@@ -29,6 +29,7 @@ const TileGeometry& tile_geometry(KernelId k) { return k == KernelId::Wide ? kWi
 ArchRange arch_range(KernelId k) {
   if (k == KernelId::Bgmma) return {90, 90, "the wgmma b1 tensor cores of sm_90a (H100, H200)"};
   if (k == KernelId::Imma) return {80, 90, "the mma.sync u8 tensor cores of sm_80 ... sm_90 (the build's archs)"};
+  if (k == KernelId::Igmma) return {90, 90, "the wgmma u8 tensor cores of sm_90a (H100, H200)"};
   return {80, 90, "the mma.sync b1 tensor cores of sm_80 ... sm_90"};
 }
 
@@ -127,7 +128,7 @@ LaunchShape shape_register_tile(LaunchPlan& plan, const KernelVariant& variant, 
 
 LaunchShape shape_imma(LaunchPlan& plan, const KernelVariant& variant, const DeviceLimits& device) {
   plan.threads = ImmaTile::kThreads;
-  plan.smem_bytes = ImmaTile::kSmemBytes;
+  plan.smem_bytes = variant.kernel == KernelId::Igmma ? ImmaTile::kWarpgroupSmemBytes : ImmaTile::kSmemBytes;
   return shape_blocks(plan, variant, device, ImmaTile::kRowsA, ImmaTile::kRowsB);
 }
 
@@ -146,7 +147,8 @@ LaunchPlan plan_launch(const GemmProblem& problem, const KernelVariant& variant,
   plan.kernel = variant.kernel;
   plan.params = make_params(problem, variant.swap_ab);
   const LaunchShape shape = variant.kernel == KernelId::Bgmma  ? shape_bgmma(plan)
-                            : variant.kernel == KernelId::Imma ? shape_imma(plan, variant, device)
+                            : variant.kernel == KernelId::Imma || variant.kernel == KernelId::Igmma
+                                ? shape_imma(plan, variant, device)
                                                                : shape_register_tile(plan, variant, device);
   const ArchRange archs = arch_range(variant.kernel);
   std::ostringstream why;

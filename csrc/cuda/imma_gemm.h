@@ -32,8 +32,11 @@ struct ImmaTile {
   // then b's), planes past an operand's bits zero-filled.
   static constexpr int kPlaneStride = (kRowsA + kRowsB) * 16;  // bytes from one plane's chunks to the next
   static constexpr int kStageBytes = 8 * kPlaneStride;
-  // Two code tiles, then the plane stages: 160 KiB.
+  // Two code tiles, then the plane stages: 160 KiB; the wgmma form (sm_90a) aligns them to
+  // 1024 bytes (its descriptors' 128-byte swizzle), in 1 KiB more.
   static constexpr int kSmemBytes = 2 * kCodeTileBytes + kStages * kStageBytes;
+  static constexpr int kWarpgroupAlign = 1024;
+  static constexpr int kWarpgroupSmemBytes = kSmemBytes + kWarpgroupAlign;
 };
 
 }  // namespace apq::cuda

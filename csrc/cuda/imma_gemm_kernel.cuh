@@ -1,16 +1,17 @@
 // The integer-MMA bit-plane GEMM for sm_80 ... sm_90: for large a_bits * b_bits, where the b1
 // kernel's plane pairs grow as the product, the planes are expanded back into 8-bit codes in
-// shared memory and multiplied with mma.sync m16n8k32 .u8 (IMMA): 8 MMAs per 16 x 8 outputs
-// and 256 bits of K whatever the bit widths, against a_bits * b_bits b1 MMAs.
+// shared memory and multiplied with u8 MMAs: 8 mma.sync m16n8k32 (IMMA) per 16 x 8 outputs and
+// 256 bits of K whatever the bit widths, against a_bits * b_bits b1 MMAs; on sm_90a the same
+// kernel with wgmma m64n128k32 (IGMMA) instead (ImmaWarpgroup below).
 //
 // Per 128-bit k-tile (imma_gemm.h): cp.async copies each row's plane chunks into a stage of a
-// 3-stage ring; after the barrier that opens k-tile kt, every thread expands one row of k-tile
-// kt + 1 into the free code tile (code_tile.hpp's bit transpose: 4 x 12 swaps per row) while
-// its warp multiplies k-tile kt from the other one (4 steps of 4 x 4 MMAs per warp, fragments
-// by ldmatrix), so one barrier per k-tile orders both. Codes are unsigned (< 2^bits), so the
-// u8 MMA is exact, and the accumulator holds U itself: no recovery. K-windows (KWindows) and
-// what a closing window writes are the b1 kernel's (epilogue::window_output); a window
-// closes on a 32-bit MMA step, since K-groups end on multiples of 64 bits.
+// 3-stage ring; after the barrier that opens k-tile kt, the warps multiply k-tile kt from one
+// code tile while every thread expands one row of k-tile kt + 1 into the other
+// (code_tile.hpp's bit transpose: 4 x 12 swaps per row), so one barrier per k-tile orders
+// both. Codes are unsigned (< 2^bits), so the u8 MMA is exact, and the accumulator holds U
+// itself: no recovery. K-windows (KWindows) and what a closing window writes are the b1
+// kernel's (epilogue::window_output); a window closes on a 32-bit MMA step, since K-groups end
+// on multiples of 64 bits.
 #pragma once
 
 #include "epilogue.cuh"
@@ -18,17 +19,101 @@
 
 #include <apq/code_tile.hpp>
 #include <apq/sm80_u8_primitives.hpp>
+#include <apq/sm90_tma_pipeline.hpp>
+#include <apq/sm90_u8_gmma.hpp>
 
 #include <cstdint>
 
+// wgmma exists in the sm_90a device pass (and on the host, for the CPU emulator) only.
+#if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define APQ_IGMMA_BODY 0
+#else
+#define APQ_IGMMA_BODY 1
+#endif
+
 namespace apq::cuda {
 
-__global__ void __launch_bounds__(ImmaTile::kThreads, 1) imma_gemm_kernel(const BitplaneGemmParams p) {
+// How the 8 warps multiply a code tile, and which outputs a thread's accumulators hold:
+// acc[i][j][q] is row a_row0 + 16 i + g + 8 (q / 2) of a, row b_row0 + 8 j + 2 t + q % 2 of b
+// (g = lane / 4, t = lane % 4), for both.
+//   ImmaSync (sm_80 ... sm_90): mma.sync m16n8k32 .u8, a warp's 64 x 32 outputs, fragments by
+//     ldmatrix; synchronous.
+//   ImmaWarpgroup (sm_90a): wgmma m64n128k32 .u8 of a warpgroup's 64 x 128 outputs, A and B
+//     read from the code tile through descriptors (its rows are 128-byte swizzled rows, the
+//     tile 1024-byte aligned); asynchronous: `retire` waits, and expansion stores are made
+//     visible to wgmma's async proxy (`publish`) before the barrier that opens the k-tile.
+struct ImmaSync {
+  static constexpr int kTilesA = ImmaTile::kMmaA, kTilesB = ImmaTile::kMmaB;
+  static constexpr bool kWarpgroup = false;
+  static constexpr int kSmemAlign = 128;
+  __device__ static int a_row0(int warp) { return warp / ImmaTile::kWarpsB * 16 * kTilesA; }
+  __device__ static int b_row0(int warp) { return warp % ImmaTile::kWarpsB * 8 * kTilesB; }
+  // Steps [first, last) of the k-tile in `codes`. Rows 16 apart share their swizzle: tile i's
+  // fragment is 16 * i rows past tile 0's.
+  __device__ static void multiply(const uint8_t* codes, uint32_t, int first, int last, int warp, int lane,
+                                  int32_t (&acc)[kTilesA][kTilesB][4]) {
+#pragma unroll
+    for (int step = first; step < last; ++step) {
+      const uint32_t a_offset = ext::a_code_fragment_offset(a_row0(warp), step, lane);
+      const uint32_t b_offset = ext::b_code_fragment_offset(ImmaTile::kRowsA + b_row0(warp), step, lane);
+      uint32_t a[kTilesA][4], b[kTilesB / 2][4];
+#pragma unroll
+      for (int i = 0; i < kTilesA; ++i) ext::ldmatrix_x4(codes, a_offset + i * 16 * ext::kCodeRowBytes, a[i]);
+#pragma unroll
+      for (int j = 0; j < kTilesB / 2; ++j) ext::ldmatrix_x4(codes, b_offset + j * 16 * ext::kCodeRowBytes, b[j]);
+#pragma unroll
+      for (int i = 0; i < kTilesA; ++i)
+#pragma unroll
+        for (int j = 0; j < kTilesB; ++j) ext::mma_u8(acc[i][j], a[i], b[j / 2][2 * (j % 2)], b[j / 2][2 * (j % 2) + 1]);
+    }
+  }
+  __device__ static void retire(int32_t (&)[kTilesA][kTilesB][4]) {}
+  __device__ static void publish() {}
+};
+
+struct ImmaWarpgroup {
+  static constexpr int kTilesA = 1, kTilesB = ImmaTile::kRowsB / 8;
+  static constexpr bool kWarpgroup = true;
+  static constexpr int kSmemAlign = ImmaTile::kWarpgroupAlign;
+  static_assert(ImmaTile::kRowsA == 2 * 64 && ImmaTile::kRowsB == 128 && ImmaTile::kThreads == 256,
+                "two warpgroups, each 64 rows of a by all 128 rows of b");
+  __device__ static int a_row0(int warp) { return 16 * warp; }
+  __device__ static int b_row0(int) { return 0; }
+  __device__ static uint32_t* d_registers(int32_t (&acc)[kTilesA][kTilesB][4]) {
+    return reinterpret_cast<uint32_t*>(&acc[0][0][0]);
+  }
+  // Issues steps [first, last) of the k-tile whose code tile starts at shared address `tile`
+  // (its rows 128 bytes, 8-row groups 1024 bytes apart; a step is 32 bytes further along K).
+  __device__ static void multiply(const uint8_t*, uint32_t tile, int first, int last, int warp, int,
+                                  int32_t (&acc)[kTilesA][kTilesB][4]) {
+    uint32_t(&d)[64] = *reinterpret_cast<uint32_t(*)[64]>(d_registers(acc));
+    const uint32_t a_rows = tile + (warp / 4) * 64 * ext::kCodeRowBytes;
+    const uint32_t b_rows = tile + ImmaTile::kRowsA * ext::kCodeRowBytes;
+    ext::gmma_fence_operands(d);
+    ext::gmma_fence();
+#pragma unroll
+    for (int step = first; step < last; ++step) {
+      ext::gmma_u8(d, ext::gmma_desc_k_sw128(a_rows + 32 * step, 8 * ext::kCodeRowBytes),
+                   ext::gmma_desc_k_sw128(b_rows + 32 * step, 8 * ext::kCodeRowBytes), 1);
+    }
+    ext::gmma_commit();
+    ext::gmma_fence_operands(d);
+  }
+  __device__ static void retire(int32_t (&acc)[kTilesA][kTilesB][4]) {
+    uint32_t(&d)[64] = *reinterpret_cast<uint32_t(*)[64]>(d_registers(acc));
+    ext::gmma_wait<0>();
+    ext::gmma_fence_operands(d);
+  }
+  __device__ static void publish() { ext::fence_async_proxy(); }
+};
+
+template <class Mma>
+__device__ __forceinline__ void imma_gemm(const BitplaneGemmParams& p) {
   using Tile = ImmaTile;
   static_assert(Tile::kKTileBits == ext::kCodeRowBytes, "a code-tile row holds one k-tile");
   extern __shared__ __align__(128) uint8_t smem[];
+  uint8_t* const block_smem = smem + (Mma::kSmemAlign - ext::shared_address(smem) % Mma::kSmemAlign) % Mma::kSmemAlign;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int warp_a = warp / Tile::kWarpsB, warp_b = warp % Tile::kWarpsB;
   const int64_t a_first = static_cast<int64_t>(blockIdx.x) * Tile::kRowsA;
   const int64_t b_first = static_cast<int64_t>(blockIdx.y) * Tile::kRowsB;
 
@@ -53,7 +138,7 @@ __global__ void __launch_bounds__(ImmaTile::kThreads, 1) imma_gemm_kernel(const 
   const uint32_t* row_planes = op.planes + (row < op.rows ? row : 0) * p.words;
   const int64_t plane_words = op.rows * p.words;
   const uint32_t row_chunk = tid * 16;  // plane 0's chunk of the thread's row in a stage
-  const uint32_t smem_base = ext::shared_address(smem);
+  const uint32_t smem_base = ext::shared_address(block_smem);
   auto stage_offset = [](int stage) { return 2 * Tile::kCodeTileBytes + stage * Tile::kStageBytes; };
   auto load_k_tile = [&](int kt, int stage) {
     const uint32_t dst = smem_base + stage_offset(stage) + row_chunk;
@@ -65,10 +150,10 @@ __global__ void __launch_bounds__(ImmaTile::kThreads, 1) imma_gemm_kernel(const 
       src += plane_words;  // a running pointer: one 64-bit add per plane, no multiply
     }
   };
-  auto code_tile = [&](int kt) { return smem + ((kt - kt_begin) & 1) * Tile::kCodeTileBytes; };
+  auto code_tile = [&](int kt) { return block_smem + ((kt - kt_begin) & 1) * Tile::kCodeTileBytes; };
   // Two passes of two words (64 bits of K) over the planes, to hold 16 plane words, not 32.
   auto expand_k_tile = [&](int kt, int stage) {
-    const uint8_t* chunks = smem + stage_offset(stage) + row_chunk;
+    const uint8_t* chunks = block_smem + stage_offset(stage) + row_chunk;
     uint8_t* codes = code_tile(kt);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
@@ -91,36 +176,22 @@ __global__ void __launch_bounds__(ImmaTile::kThreads, 1) imma_gemm_kernel(const 
     }
   };
 
-  // ---- MMAs: one 32-bit k-step of the warp's 4 x 4 tiles ----
-  const int a_row0 = warp_a * 16 * Tile::kMmaA, b_row0 = Tile::kRowsA + warp_b * 8 * Tile::kMmaB;
-  int32_t acc[Tile::kMmaA][Tile::kMmaB][4];
+  // ---- MMAs and their accumulators ----
+  const int a_row0 = Mma::a_row0(warp), b_row0 = Mma::b_row0(warp);
+  int32_t acc[Mma::kTilesA][Mma::kTilesB][4];
   clear_accumulators(acc);
-  // Rows 16 apart share their swizzle: tile i's fragment is 16 * i rows past tile 0's.
-  auto mma_step = [&](const uint8_t* codes, int step) {
-    const uint32_t a_offset = ext::a_code_fragment_offset(a_row0, step, lane);
-    const uint32_t b_offset = ext::b_code_fragment_offset(b_row0, step, lane);
-    uint32_t a[Tile::kMmaA][4], b[Tile::kMmaB / 2][4];
-#pragma unroll
-    for (int i = 0; i < Tile::kMmaA; ++i) ext::ldmatrix_x4(codes, a_offset + i * 16 * ext::kCodeRowBytes, a[i]);
-#pragma unroll
-    for (int j = 0; j < Tile::kMmaB / 2; ++j) ext::ldmatrix_x4(codes, b_offset + j * 16 * ext::kCodeRowBytes, b[j]);
-#pragma unroll
-    for (int i = 0; i < Tile::kMmaA; ++i)
-#pragma unroll
-      for (int j = 0; j < Tile::kMmaB; ++j) ext::mma_u8(acc[i][j], a[i], b[j / 2][2 * (j % 2)], b[j / 2][2 * (j % 2) + 1]);
-  };
 
   // ---- outputs: accumulator (i, j, q) is row g (+ 8) of m16 tile i, column 2t (+ 1) of n8 tile j ----
-  float result[Tile::kMmaA][Tile::kMmaB][4];  // fp32 results of several K-windows
+  float result[Mma::kTilesA][Mma::kTilesB][4];  // fp32 results of several K-windows
   auto for_each_output = [&](auto&& f) {
 #pragma unroll
-    for (int i = 0; i < Tile::kMmaA; ++i)
+    for (int i = 0; i < Mma::kTilesA; ++i)
 #pragma unroll
-      for (int j = 0; j < Tile::kMmaB; ++j)
+      for (int j = 0; j < Mma::kTilesB; ++j)
 #pragma unroll
         for (int q = 0; q < 4; ++q) {
           const int64_t ra = a_first + a_row0 + 16 * i + (lane >> 2) + 8 * (q >> 1);
-          const int64_t rb = b_first + (b_row0 - Tile::kRowsA) + 8 * j + 2 * (lane & 3) + (q & 1);
+          const int64_t rb = b_first + b_row0 + 8 * j + 2 * (lane & 3) + (q & 1);
           if (ra < p.a.rows && rb < p.b.rows) f(acc[i][j][q], result[i][j][q], ra, rb);
         }
   };
@@ -149,35 +220,48 @@ __global__ void __launch_bounds__(ImmaTile::kThreads, 1) imma_gemm_kernel(const 
   ext::cp_async_wait<Tile::kStages - 1>();
   __syncthreads();
   expand_k_tile(kt_begin, 0);
+  Mma::publish();
   // The stages of k-tiles kt (refilled with kt + kStages once kt is expanded) and kt + 1.
   int stage = 0, next_stage = 1;
   for (int kt = kt_begin; kt < kt_end; ++kt) {
     // k-tile kt + 1's planes have landed; kt's codes are complete; nobody reads kt - 1's codes
-    // or kt's planes any more.
+    // (their MMAs have retired) or kt's planes any more.
+    Mma::retire(acc);
     ext::cp_async_wait<Tile::kStages - 2>();
     __syncthreads();
     if (kt + Tile::kStages < kt_end) load_k_tile(kt + Tile::kStages, stage);
     ext::cp_async_fence();
-    if (kt + 1 < kt_end) expand_k_tile(kt + 1, next_stage);
+    const uint8_t* codes = code_tile(kt);
+    const uint32_t codes_address = smem_base + static_cast<uint32_t>(codes - block_smem);
+    // Steady state (no window closes in this k-tile): the whole k-tile's MMAs, then the
+    // expansion of the next (which wgmma overlaps).
+    const bool steady = static_cast<int64_t>(kt + 1) * Tile::kKTileBits < cut;
+    if (steady) Mma::multiply(codes, codes_address, 0, ext::kCodeSteps, warp, lane, acc);
+    if (kt + 1 < kt_end) {
+      expand_k_tile(kt + 1, next_stage);
+      Mma::publish();
+    }
     stage = next_stage;
     next_stage = next_stage + 1 == Tile::kStages ? 0 : next_stage + 1;
-    const uint8_t* codes = code_tile(kt);
-    if (static_cast<int64_t>(kt + 1) * Tile::kKTileBits < cut) {  // steady state: no window closes here
-#pragma unroll
-      for (int step = 0; step < ext::kCodeSteps; ++step) mma_step(codes, step);
-      continue;
-    }
+    if (steady) continue;
     bool done = false;
     int64_t pos = static_cast<int64_t>(kt) * Tile::kKTileBits;
 #pragma unroll 1
     for (int step = 0; step < ext::kCodeSteps && !done; ++step) {
-      mma_step(codes, step);
+      Mma::multiply(codes, codes_address, step, step + 1, warp, lane, acc);
+      Mma::retire(acc);
       pos += 32;
       if (pos == cut) done = close_window();
     }
     if (done) break;
   }
+  Mma::retire(acc);
   ext::cp_async_wait<0>();
+}
+
+template <class Mma>
+__global__ void __launch_bounds__(ImmaTile::kThreads, 1) imma_gemm_kernel(const BitplaneGemmParams p) {
+  if constexpr (!Mma::kWarpgroup || APQ_IGMMA_BODY) imma_gemm<Mma>(p);  // else: the host plan refuses it
 }
 
 }  // namespace apq::cuda

@@ -27,8 +27,9 @@ namespace {
 // column, and splits K until the SMs are busy (split-K plans one split when the output tiles
 // alone fill them); from 256 stacked rows on, plain order. sm_90 runs the BGMMA kernel from
 // 129 stacked rows on (256 stacked rows of a per block; below, swap-AB fills the tiles better).
-// Beyond 256 stacked rows, where x_bits * w_bits >= 16, the integer-MMA kernel (IMMA) comes
-// first: per 16 x 8 outputs and 256 bits of K it issues 8 u8 MMAs where the b1 kernels issue
+// Beyond 256 stacked rows, where x_bits * w_bits >= 16, the integer-MMA kernel comes first (its
+// wgmma form IGMMA on sm_90, IMMA elsewhere): per 16 x 8 outputs and 256 bits of K it issues 8
+// u8 MMAs (or their share of a wgmma) where the b1 kernels issue
 // x_bits * w_bits b1 MMAs (more with idle plane slots), and on sm_80 an m16n8k32 u8 MMA and an
 // m16n8k256 b1 MMA take the same tensor-core time (A100: 624 int8 / 4992 binary dense TOPS,
 // i.e. 2048 u8 and 16384 b1 MACs per SM and clock). Its steady state issues 5.6 other
@@ -40,14 +41,14 @@ struct TableRow {
   int64_t min_stacked_m;  // exclusive
   int64_t max_stacked_m;
   int min_bit_product;    // x_bits * w_bits
-  const char* preference[7];  // nullptr ends the list
+  const char* preference[8];  // nullptr ends the list
 };
 constexpr int64_t kAnyM = std::numeric_limits<int64_t>::max();
 constexpr TableRow kTable[] = {
     {0, 0, 32, 0, {"narrow,swap,splitk", "wide,swap,splitk"}},
     {0, 256, kAnyM, 16,
-     {"imma,noswap,splitk", "bgmma,noswap", "wide,noswap,splitk", "narrow,noswap,splitk", "wide,swap,splitk",
-      "narrow,swap,splitk"}},
+     {"igmma,noswap,splitk", "imma,noswap,splitk", "bgmma,noswap", "wide,noswap,splitk", "narrow,noswap,splitk",
+      "wide,swap,splitk", "narrow,swap,splitk"}},
     {90, 0, 128, 0, {"wide,swap,splitk", "narrow,swap,splitk"}},
     {90, 0, kAnyM, 0,
      {"bgmma,noswap", "wide,noswap,splitk", "narrow,noswap,splitk", "wide,swap,splitk", "narrow,swap,splitk"}},
