@@ -1,11 +1,12 @@
 """Static instruction mix of the CUDA GEMM kernels' steady-state main loops, from their SASS.
 
-For every GEMM kernel (the fused bit-plane kernels, CUTLASS's b1 baseline and the sm_90a
-BGMMA kernel) and every arch in the built extension, this finds the main loop and counts the
-instructions of one iteration in steady state. mma.sync kernels: the innermost loop that both
-issues the k-tile copies (LDGSTS) and multiplies (BMMA), along the shortest path from its head
-to its back edge that passes every block holding a copy or an MMA (inner loops taken once,
-forward branches around copies or MMAs not taken). BGMMA: its consumers' loop per 1024-bit
+For every GEMM kernel (the fused bit-plane kernels, CUTLASS's b1 baseline, the integer-MMA
+kernel and the sm_90a BGMMA kernel) and every arch in the built extension, this finds the main
+loop and counts the instructions of one iteration in steady state. mma.sync kernels: the
+innermost loop that both issues the k-tile copies (LDGSTS) and multiplies (BMMA, IMMA), along
+the shortest path from its head to its back edge that passes every block holding a copy, a
+shared store (IMMA's code expansion) or an MMA (forward branches around them not taken; loops
+nested inside, like IMMA's step loop where a K-window closes, left out). BGMMA: its consumers' loop per 1024-bit
 stage (wait for the stage's mbarrier, four 256-bit steps of ldmatrix, wgmma fence, one BGMMA
 per m64 tile, commit, wait, give the stage back), compiled twice, for 4 and for 3 m64 tiles
 (a_bits 3, 5, 6 leave the fourth empty); both are straight-line from head to back edge.
@@ -29,7 +30,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-GEMM_KERNELS = ("bitplane_gemm_kernel", "OpAndPopc", "bgmma_gemm_kernel")
+GEMM_KERNELS = ("bitplane_gemm_kernel", "OpAndPopc", "bgmma_gemm_kernel", "imma_gemm_kernel")
 INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
 TARGET = re.compile(r"\b0x([0-9a-f]+)\b")
 KINDS = [  # (kind, opcode prefixes), first match wins
@@ -111,16 +112,17 @@ def bgmma_steady_loops(instructions):
 
 
 def hot_path(instructions, lo, hi):
-    """Instructions of the shortest path lo -> hi through every block holding LDGSTS or MMA."""
+    """Instructions of the shortest path lo -> hi through every block holding LDGSTS, STS (the IMMA
+    kernel's code expansion) or MMA, outside loops nested in lo ... hi."""
     body = [(a, op, text) for a, op, text in instructions if lo <= a <= hi]
     addresses = [a for a, _, _ in body]
     index = {a: i for i, a in enumerate(addresses)}
-    # Basic blocks: leaders at lo, at forward-branch targets inside, and after branches.
+    # Basic blocks: leaders at lo, at branch targets inside, and after branches.
     leaders = {0}
     for i, (a, op, text) in enumerate(body):
         if is_branch(op):
             m = TARGET.search(text)
-            if m and int(m.group(1), 16) in index and int(m.group(1), 16) > a:
+            if m and int(m.group(1), 16) in index:  # forward targets, and heads of nested loops
                 leaders.add(index[int(m.group(1), 16)])
             leaders.add(i + 1)
     starts = sorted(x for x in leaders if x < len(body))
@@ -138,8 +140,13 @@ def hot_path(instructions, lo, hi):
         if not unconditional and e < len(body) and e in block_of:
             succ.append(block_of[e])
         successors.append(succ)
-    mandatory = [k for k, (s, e) in enumerate(blocks)
-                 if any(kind_of(op) == "mma" or op.startswith("LDGSTS") for _, op, _ in body[s:e])]
+    # Loops nested inside (the IMMA kernel's step loop where a K-window closes) are off the
+    # steady path: their blocks are neither required nor passed through.
+    inner = [(int(TARGET.search(text).group(1), 16), a) for a, op, text in body
+             if is_branch(op) and TARGET.search(text) and lo < int(TARGET.search(text).group(1), 16) <= a < hi]
+    excluded = {k for k, (s, e) in enumerate(blocks) if any(t <= body[s][0] <= a for t, a in inner)}
+    mandatory = [k for k, (s, e) in enumerate(blocks) if k not in excluded and
+                 any(kind_of(op) == "mma" or op.startswith(("LDGSTS", "STS")) for _, op, _ in body[s:e])]
     size = [e - s for s, e in blocks]
 
     def shortest(src, dst):  # DAG (forward edges only): relax in address order
@@ -148,7 +155,7 @@ def hot_path(instructions, lo, hi):
             if k not in dist:
                 continue
             for n in successors[k]:
-                if n <= dst and dist[k] + size[n] < dist.get(n, 1 << 60):
+                if n <= dst and n not in excluded and dist[k] + size[n] < dist.get(n, 1 << 60):
                     dist[n], prev[n] = dist[k] + size[n], k
         path, k = [], dst
         while k != src:
@@ -196,6 +203,10 @@ def short_name(function):
         return "bgmma (3 warpgroups, 256 x 128 stacked rows, 3 stages)"
     if "OpAndPopc" in function:
         return "cutlass_b1_baseline"
+    if "imma_gemm_kernel" in function and "ImmaWarpgroup" in function:
+        return "igmma (2 warpgroups of 64x128 outputs, wgmma u8, 3 plane stages)"
+    if "imma_gemm_kernel" in function:
+        return "imma (2x4 warps of 64x32 outputs, u8 codes, 3 plane stages)"
     m = re.search(r"RegisterTileILi(\d+)ELi(\d+)ELi(\d+)ELi(\d+)ELi(\d+)E", function)
     if m:
         warps_a, warps_b, mma_a, mma_b, stages = map(int, m.groups())
@@ -217,6 +228,31 @@ def slot_occupancy():
         table[f"{name.lower()} ({sa} x {sb} slots per thread)"] = {
             a: [round((sa // a * a / sa) * (sb // b * b / sb), 3) for b in range(1, 9)] for a in range(1, 9)}
     return table
+
+
+# sm_80 dense tensor-core rates (A100: 4992 binary and 624 int8 TOPS, 108 SMs at 1.41 GHz): 16384 b1
+# and 2048 u8 MACs per SM and clock, so an m16n8k256 b1 MMA (32768 MACs) and an m16n8k32 u8 MMA
+# (4096) each hold one of the 4 sub-partitions' tensor cores for 8 clocks.
+MMA_CLOCKS = 8
+
+
+def bit_pair_estimate(report, occupancy):
+    """Static estimate per bit pair (a_bits row, b_bits column) on sm_80: the wide b1 tile's clocks
+    over the IMMA kernel's for 16 x 8 real outputs and 256 bits of K, each max(tensor core, issue
+    of one instruction per clock) per sub-partition from this report's steady-state counts. The
+    b1 tile needs a_bits * b_bits / occupancy MMAs, IMMA 8. No latency, memory or epilogue in
+    it: above 1 the IMMA kernel should be faster, if the model holds. None without both kernels."""
+    mix = {e["kernel"].split()[0]: e for e in report if e["arch"] == "sm_80" and e.get("non_mma_per_mma")}
+    occ = next((v for k, v in occupancy.items() if k.startswith("wide")), None)
+    if "wide" not in mix or "imma" not in mix or occ is None:
+        return None
+
+    def clocks(mmas, other_per_mma):
+        return mmas * max(MMA_CLOCKS, 1 + other_per_mma)
+
+    imma = clocks(8, mix["imma"]["non_mma_per_mma"])
+    return {a: [round(clocks(a * b / occ[a][b - 1], mix["wide"]["non_mma_per_mma"]) / imma, 2) for b in range(1, 9)]
+            for a in range(1, 9)}
 
 
 def cuobjdump(flag, path):
@@ -243,6 +279,8 @@ def analyse(sass_text, usage_text):
                 for loop in bgmma_steady_loops(instructions):
                     report.append({**entry, "kernel": f"{entry['kernel']}, {loop['mma'] // 4} m64 tiles", **loop})
                 continue
+            if not any(kind_of(op) == "mma" for _, op, _ in instructions):
+                continue  # an empty instantiation (IGMMA's body off sm_90a)
             loop = main_loop(instructions)
             if loop:
                 path = hot_path(instructions, *loop)
@@ -251,20 +289,24 @@ def analyse(sass_text, usage_text):
     return report
 
 
-def markdown(report, occupancy):
+def markdown(report, occupancy, estimate=None):
     lines = ["# Instruction mix of the GEMM kernels' main loops (static, from SASS)", "",
              "One steady-state iteration of each kernel's main loop, counted from `cuobjdump -sass` by",
-             "`bench/sass_mix.py`: mma.sync kernels one 512-bit k-tile (the shortest path through every",
-             "copy and MMA of the innermost loop that holds both), BGMMA one 1024-bit stage of a consumer",
+             "`bench/sass_mix.py`: mma.sync b1 kernels one 512-bit k-tile (the shortest path through every",
+             "copy and MMA of the innermost loop that holds both), IMMA one 128-bit k-tile (the same, through",
+             "its copies, its expansion of one row's planes into codes and a warp's 4 steps of 4 x 4 u8 MMAs,",
+             "off the step loop where a K-window closes; copies and loads for 8 + 8 bits, all predicated on",
+             "the runtime bits; IGMMA likewise, its 4 wgmma m64n128k32 per warp doing the work of IMMA's",
+             "64 m16n8k32), BGMMA one 1024-bit stage of a consumer",
              "warpgroup (for 4 and for 3 m64 tiles; its registers are ptxas' 168 per thread before",
              "`setmaxnreg` gives the consumers 232). Not a timing: no GPU ran these kernels.", "",
-             "| arch | kernel | MMA | other | other per MMA | LDSM | LDGSTS | sync | wgmma sync | mbarrier | branch "
-             "| addr/int | regs | smem (static) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| arch | kernel | MMA | other | other per MMA | LDSM | LDGSTS | LDS/STS | sync | wgmma sync | mbarrier "
+             "| branch | addr/int | regs | smem (static) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for e in report:
         k = e.get("by_kind", {})
         lines.append(f"| {e['arch']} | {e['kernel']} | {e.get('mma', '-')} | {e.get('non_mma', '-')} | "
-                     f"{e.get('non_mma_per_mma', '-')} | {k.get('ldsm', 0)} | {k.get('ldgsts', 0)} | "
+                     f"{e.get('non_mma_per_mma', '-')} | {k.get('ldsm', 0)} | {k.get('ldgsts', 0)} | {k.get('memory', 0)} | "
                      f"{k.get('sync', 0)} | {k.get('wgmma_sync', 0)} | {k.get('mbarrier', 0)} | {k.get('branch', 0)} | "
                      f"{k.get('address/integer', 0)} | "
                      f"{e.get('registers', '-')} | {e.get('shared', '-')} |")
@@ -273,6 +315,17 @@ def markdown(report, occupancy):
         lines += [f"**{tile}**", "", "| a \\ b | " + " | ".join(str(b) for b in range(1, 9)) + " |",
                   "|---" * 9 + "|"]
         lines += [f"| {a} | " + " | ".join(f"{v:.2f}" for v in rows[a]) + " |" for a in range(1, 9)]
+        lines.append("")
+    if estimate:
+        lines += ["## Static estimate: wide b1 tile over IMMA, sm_80 (a_bits row, b_bits column)", "",
+                  "Sub-partition clocks for 16 x 8 real outputs and 256 bits of K, each kernel's max(tensor core,",
+                  "issue): an m16n8k256 b1 MMA and an m16n8k32 u8 MMA both hold the tensor core 8 clocks (A100:",
+                  "4992 binary / 624 int8 dense TOPS); the b1 tile needs a_bits * b_bits / occupancy MMAs at",
+                  "1 + its other instructions per MMA of issue each, IMMA 8 at 1 + its own. Above 1: IMMA ahead,",
+                  "if this model (no latency, memory or epilogue) holds. Not measured; the kernel map's",
+                  "threshold (x_bits * w_bits >= 16) leaves a factor of about 2 for what it omits.", "",
+                  "| a \\ b | " + " | ".join(str(b) for b in range(1, 9)) + " |", "|---" * 9 + "|"]
+        lines += [f"| {a} | " + " | ".join(f"{v:.1f}" for v in estimate[a]) + " |" for a in range(1, 9)]
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -295,11 +348,12 @@ def main():
         sass, usage = cuobjdump("-sass", binary), cuobjdump("-res-usage", binary)
     report = analyse(sass, usage)
     occupancy = slot_occupancy()
+    estimate = bit_pair_estimate(report, occupancy)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "sass-mix.json"), "w") as f:
-        json.dump({"kernels": report, "slot_occupancy": occupancy}, f, indent=1)
+        json.dump({"kernels": report, "slot_occupancy": occupancy, "b1_over_imma_clocks_sm80": estimate}, f, indent=1)
     with open(os.path.join(args.out, "sass-mix.md"), "w") as f:
-        f.write(markdown(report, occupancy))
+        f.write(markdown(report, occupancy, estimate))
     for e in report:
         print(f"{e['arch']:7} {e['kernel'][:48]:48} mma {e.get('mma')} other {e.get('non_mma')} "
               f"per-mma {e.get('non_mma_per_mma')} regs {e.get('registers')}")

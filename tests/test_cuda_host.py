@@ -102,6 +102,30 @@ def test_bgmma_is_planned_on_sm90_only(lib):
             emu.plan(lib, "bgmma,noswap", 300, 70, 4097, 2, 2, device=device)
 
 
+def test_imma_plan_tiles_real_rows_and_refuses_short_shared_memory(lib):
+    # 128 x 128 real rows per block whatever the bits; two 32 KiB code tiles and 3 stages of 8
+    # planes of 16 bytes per row (csrc/cuda/imma_gemm.h): 160 KiB, more than sm_86 / sm_89 give
+    p = emu.plan(lib, "imma,noswap", 300, 70, 4097, 8, 8, device=emu.A100)
+    assert (p["grid_x"], p["grid_y"], p["grid_z"], p["threads"]) == (3, 1, 1, 256)
+    assert p["smem_bytes"] == 2 * 32768 + 3 * 8 * 256 * 16 == 163840
+    p = emu.plan(lib, "imma,swap", 300, 70, 4097, 1, 1, device=emu.A100)  # the 70 weight rows on a
+    assert (p["grid_x"], p["grid_y"]) == (1, 3) and p["smem_bytes"] == 163840
+    with pytest.raises(emu.Refused, match="163840 bytes of shared memory, this GPU gives a block 101376"):
+        emu.plan(lib, "imma,noswap", 300, 70, 4097, 2, 2, device=SM86)
+    # decode, split: 32 weight tiles of 128 rows on an H100; K = 8 plan k-tiles of 512 bits, 2 per split
+    p = emu.plan(lib, "imma,swap,splitk", 1, 4096, 4096, 8, 4, device=emu.H100)
+    assert (p["grid_x"], p["grid_y"], p["grid_z"]) == (32, 1, 4)
+
+
+def test_igmma_is_planned_on_sm90_only(lib):
+    # the same block as IMMA, 1 KiB more shared memory to align the code tiles for wgmma's descriptors
+    p = emu.plan(lib, "igmma,noswap,splitk", 300, 70, 4097, 8, 8, device=emu.H100)
+    assert (p["grid_x"], p["grid_y"], p["threads"], p["smem_bytes"]) == (3, 1, 256, 163840 + 1024)
+    for device in (emu.A100, SM86):
+        with pytest.raises(emu.Refused, match=r"wgmma u8 tensor cores of sm_90a \(H100, H200\), this GPU is sm_8"):
+            emu.plan(lib, "igmma,noswap", 300, 70, 4097, 8, 8, device=device)
+
+
 def test_arch_without_b1_tensor_cores_is_refused(lib, gen):
     xp, wp, out = gemm_operands(2, 2, 64, 1, 1, gen)
     blackwell = (100, 148, 232448, 2**31 - 1, 65535, 65535)

@@ -1,7 +1,10 @@
-"""The fused CUDA kernel's own source (csrc/cuda/bitplane_gemm_kernel.cuh) and the host code
-that launches it (csrc/cuda/gemm_plan.cpp), run on the CPU by tests/emulator: every thread
-of every block, with ldmatrix from the PTX definition, the b1 MMA from CuTe's fragment
-layouts and cp.async landing only at its wait_group. It checks the kernel's plane slots,
+"""The register-tile kernels' own source (csrc/cuda/bitplane_gemm_kernel.cuh: wide, narrow;
+csrc/cuda/imma_gemm_kernel.cuh: imma, and igmma, its wgmma form) and the host code that
+launches them (csrc/cuda/gemm_plan.cpp), run on the CPU by tests/emulator: every thread of every
+block, with ldmatrix from the PTX definition, the b1 MMA from CuTe's fragment layouts, the u8
+mma.sync from the PTX ISA's (checked against CuTe's), the u8 wgmma from the ISA's descriptor
+and fragment layouts, executed only when a wait_group retires it (tests/emulator/sm90_machine.h),
+and cp.async landing only at its wait_group. It checks the kernel's plane slots,
 copy plan, pipeline, K-windows, register recovery, epilogue, swap-AB and split-K bit for bit
 without a GPU: gemm with `==` against the CPU op, qmatmul within fp32/fp16/bf16 rounding of
 it. What it cannot see: the timing of real hardware (bank conflicts, the memory order of
@@ -16,7 +19,7 @@ import apq_torch
 import emulated_kernel as emu
 from helpers import POISON, random_activation, random_codes, random_weight
 
-KERNELS = ["wide", "narrow"]
+KERNELS = ["wide", "narrow", "imma", "igmma"]
 VARIANTS = [f"{k},{s}" for k in KERNELS for s in ("noswap", "swap", "noswap,splitk", "swap,splitk")]
 # A device with many SMs: split-K then splits as much as the shape allows.
 MANY_SMS = (90, 4096, 232448, 2**31 - 1, 65535, 65535)
@@ -44,10 +47,12 @@ def exact_case(lib, M, N, K, bx, bw, variant, gen, seed=0):
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_gemm_all_64_bit_pairs(lib, kernel, gen):
-    # every pair on each kernel, the orientation and split alternating; K = 1.5 k-tiles
+    # every pair on each kernel, the orientation and split alternating; K = about 1.5 k-tiles
+    # (512 bits; imma, igmma: 128)
     variants = [v for v in VARIANTS if v.startswith(kernel)]
+    K = 200 if "imma" in kernel else 700
     for i, (bx, bw) in enumerate(itertools.product(range(1, 9), repeat=2)):
-        exact_case(lib, 9, 13, 700, bx, bw, variants[i % len(variants)], gen)
+        exact_case(lib, 9, 13, K, bx, bw, variants[i % len(variants)], gen)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -83,7 +88,7 @@ def test_qmatmul_groups_formats_dtypes(lib, group_size, gen):
                      [None, torch.float32, torch.float16, torch.bfloat16][i % 4], VARIANTS[i % len(VARIANTS)], gen)
 
 
-@pytest.mark.parametrize("variant", ["wide,noswap", "narrow,swap,splitk"])
+@pytest.mark.parametrize("variant", ["wide,noswap", "narrow,swap,splitk", "imma,noswap,splitk", "igmma,swap"])
 @pytest.mark.parametrize("group_size", [64, 128, 256])
 def test_qmatmul_groups_all_bit_pairs_sampled(lib, variant, group_size, gen):
     # group cuts inside k-tiles and k-steps, with the widest and the idlest slot layouts
@@ -91,7 +96,7 @@ def test_qmatmul_groups_all_bit_pairs_sampled(lib, variant, group_size, gen):
         qmatmul_case(lib, 11, 6, 900, bx, bw, "unsigned", "bipolar", group_size, torch.float32, None, variant, gen)
 
 
-@pytest.mark.parametrize("variant", ["narrow,swap", "narrow,swap,splitk"])
+@pytest.mark.parametrize("variant", ["narrow,swap", "narrow,swap,splitk", "imma,swap,splitk"])
 def test_qmatmul_long_K_splits_into_exact_windows(lib, variant, gen):
     # K > 32768 at 8x8 bits: one int32 window would overflow; windows of 32768 bits must not
     # (and split-K splits between them).
@@ -100,13 +105,21 @@ def test_qmatmul_long_K_splits_into_exact_windows(lib, variant, gen):
     assert splits == (2 if variant.endswith("splitk") else 1)
 
 
-@pytest.mark.parametrize("variant", ["narrow,swap,splitk", "wide,noswap,splitk"])
+@pytest.mark.parametrize("variant", ["narrow,swap,splitk", "wide,noswap,splitk", "imma,swap,splitk"])
 def test_split_k_result_does_not_depend_on_block_order(lib, variant, gen):
     # the partials are added in split order by a second kernel, whichever block ends last
     args = (lib, 6, 40, 2900, 4, 3, "unsigned", "bipolar", 128, torch.float32, None, variant)
     first, splits = qmatmul_case(*args, torch.Generator().manual_seed(5), seed=1)
     again, _ = qmatmul_case(*args, torch.Generator().manual_seed(5), seed=2)
     assert splits > 1 and torch.equal(first, again)
+
+
+@pytest.mark.parametrize("variant", ["imma,noswap", "imma,swap,splitk", "igmma,noswap", "igmma,swap,splitk"])
+def test_imma_blocks_along_both_operands(lib, variant, gen):
+    # 128 x 128 real rows per block: 2 x 2 blocks with ragged edges (a 9-row last block of x),
+    # 8 x 8 and 1 x 1 bits (no stacking: the block is the same for every bit width)
+    exact_case(lib, 137, 130, 300, 8, 8, variant, gen, seed=3)
+    exact_case(lib, 129, 257, 45, 1, 1, variant, gen)
 
 
 def test_emulated_cp_async_lands_only_at_its_wait(lib):

@@ -217,8 +217,8 @@ def test_fuzz_linear_is_quantize_pack_then_qmatmul(where, case):
 # ---- the CUDA kernels' own source, emulated on the CPU (tests/emulator) ----
 
 emulated = pytest.importorskip("emulated_kernel")
-# The mma.sync kernels; the baseline's device code is CUTLASS's, and the BGMMA kernel has its own
-# emulator (tests/test_emulated_bgmma.py).
+# The register-tile kernels (wide, narrow, imma, igmma); the baseline's device code is CUTLASS's,
+# and the BGMMA kernel has its own emulator (tests/test_emulated_bgmma.py).
 EMULATED_VARIANTS = [v.name for v in kernel_variants.VARIANTS
                      if v.name != "baseline" and not v.name.startswith("bgmma")]
 # An H100's limits: every variant fits them (the wide tile's K-group results do not always fit

@@ -101,6 +101,14 @@ struct KWindows {
   APQ_HD bool is_last(int64_t g, int64_t end) const {
     return end == padded_bits || (end == group_end(g) && g + 1 == G);
   }
+  // The bits [begin, end) of K that split z of a split-K launch reduces (p.split_bits each).
+  struct Run {
+    int64_t begin, end;
+  };
+  APQ_HD Run split_run(int64_t z, int64_t split_bits) const {
+    const int64_t begin = z * split_bits, end = begin + split_bits;
+    return {begin, end < end_bits() ? end : end_bits()};
+  }
   // One window covers everything: the output can be written straight from the recovery
   // (and split-K partials are exact int32 sums; otherwise fp32 sums of whole windows).
   APQ_HD bool single() const { return exact || (G == 1 && padded_bits <= window_bits); }

@@ -84,9 +84,8 @@ __global__ void __launch_bounds__(Tile::kThreads, 1) bitplane_gemm_kernel(const 
   // ---- this block's run of K: whole windows, or (one window) any run of k-tiles ----
   const KWindows windows = KWindows::of(p);
   const bool single = windows.single();
-  const int64_t bit_begin = static_cast<int64_t>(blockIdx.z) * p.split_bits;
-  const int64_t split_end = bit_begin + p.split_bits, data_end = windows.end_bits();
-  const int64_t bit_end = split_end < data_end ? split_end : data_end;
+  const KWindows::Run run = windows.split_run(blockIdx.z, p.split_bits);
+  const int64_t bit_begin = run.begin, bit_end = run.end;
   const int kt_begin = static_cast<int>(bit_begin / kKTileBits);
   const int kt_end = static_cast<int>((bit_end + kKTileBits - 1) / kKTileBits);
   const bool split = gridDim.z > 1;
@@ -161,15 +160,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1) bitplane_gemm_kernel(const 
   int32_t acc[Tile::kMmaA][Tile::kMmaB][4];
   // The accumulator of slot pair (sa, sb): C fragment rows g / g + 8, columns 2t / 2t + 1.
   auto slot_acc = [&](int sa, int sb) -> int32_t& { return acc[sa / 2][sb / 2][(sa % 2) * 2 + sb % 2]; };
-  auto clear_accumulators = [&] {
-#pragma unroll
-    for (int i = 0; i < Tile::kMmaA; ++i)
-#pragma unroll
-      for (int j = 0; j < Tile::kMmaB; ++j)
-#pragma unroll
-        for (int q = 0; q < 4; ++q) acc[i][j][q] = 0;
-  };
-  clear_accumulators();
+  clear_accumulators(acc);
 
   // One k-step of every MMA tile of the warp; `a_offset` / `b_offset` are that step's frag_*.
   auto mma_step = [&](const uint8_t* stage, uint32_t a_offset, uint32_t b_offset, int lo, int hi) {
@@ -218,33 +209,13 @@ __global__ void __launch_bounds__(Tile::kThreads, 1) bitplane_gemm_kernel(const 
     }
   };
   if (!single) for_each_output([&](int sa, int sb, int o, int64_t, int64_t) { result(sa, sb, o) = 0.f; });
-  const int64_t partial_stride = p.a.rows * p.b.rows;  // split-K partials of one split (split_k_reduce.cuh)
 
   // ---- K-windows ----
   int64_t group = bit_begin / windows.group_bits;
   int64_t cut = single ? bit_end : windows.window_end(group, bit_begin);
-  // A window's outputs: U written (one window), or window_term added to the fp32 result and
-  // written after the last window; under split-K, into this split's partials instead.
-  auto emit = [&](bool closes_group, bool last, int64_t group, int64_t group_len) {
+  auto emit = [&](const epilogue::WindowClose& close) {
     for_each_output([&](int sa, int sb, int o, int64_t ra, int64_t rb) {
-      const int32_t U = slot_acc(sa, sb);
-      const int64_t at = static_cast<int64_t>(blockIdx.z) * partial_stride + ra * p.b.rows + rb;
-      if (single && (p.exact || split)) {
-        int32_t* dst = static_cast<int32_t*>(split ? p.partials : p.out);
-        dst[split ? at : ra * p.out_stride_a + rb * p.out_stride_b] = U;
-        return;
-      }
-      float y = epilogue::window_term(p, ra, rb, U, group, closes_group, group_len);
-      if (!single) {
-        y += result(sa, sb, o);
-        result(sa, sb, o) = y;
-        if (!last) return;
-      }
-      if (split) {
-        static_cast<float*>(p.partials)[at] = y;
-      } else {
-        epilogue::store_float(p, ra, rb, y);
-      }
+      epilogue::window_output(p, close, ra, rb, slot_acc(sa, sb), result(sa, sb, o));
     });
   };
 
@@ -280,9 +251,9 @@ __global__ void __launch_bounds__(Tile::kThreads, 1) bitplane_gemm_kernel(const 
     }
     ext::recover_in_registers<kSA, kSB>(slot_acc, slots_a, slots_b);
     const bool closes_group = cut == windows.group_end(group), last = cut == bit_end;
-    emit(closes_group, last, group, windows.group_len(group));
+    emit({single, split, closes_group, last, group, windows.group_len(group)});
     if (last) break;
-    clear_accumulators();
+    clear_accumulators(acc);
     if (closes_group) ++group;
     cut = windows.window_end(group, cut);
   }

@@ -4,9 +4,7 @@
 
 #include "bitplane_gemm_kernel.cuh"
 #include "gemm_plan.h"
-
-#include <c10/cuda/CUDAException.h>
-#include <cuda_runtime.h>
+#include "kernel_launch.cuh"
 
 namespace apq::cuda {
 
@@ -20,20 +18,7 @@ constexpr bool geometry_matches(const TileGeometry& g) {
 
 template <class Tile>
 void launch_bitplane_gemm_tile(const LaunchPlan& plan, void* stream) {
-  if (plan.empty()) return;
-  auto* kernel = &bitplane_gemm_kernel<Tile>;
-  // Opt in to more than 48 KiB of shared memory; the attribute grows with the largest call.
-  static int configured[64] = {};
-  int device = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  const int smem = static_cast<int>(plan.smem_bytes);
-  if (device >= 64 || configured[device] < smem) {
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    if (device < 64) configured[device] = smem;
-  }
-  kernel<<<dim3(plan.grid[0], plan.grid[1], plan.grid[2]), plan.threads, smem, static_cast<cudaStream_t>(stream)>>>(
-      plan.params);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch_planned<&bitplane_gemm_kernel<Tile>>(plan, stream);
 }
 
 }  // namespace apq::cuda

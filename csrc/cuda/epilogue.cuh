@@ -1,5 +1,5 @@
 // The affine/dequant epilogue of DESIGN.md §2 for one output element, shared by the fused
-// kernel and the CUTLASS baseline's recovery kernel.
+// kernels and the CUTLASS baseline's recovery kernel.
 #pragma once
 
 #include "bitplane_gemm.h"
@@ -47,6 +47,49 @@ __device__ __forceinline__ float window_term(const BitplaneGemmParams& p, int64_
   return static_cast<float>(static_cast<double>(a.scale[ia]) * b.scale[ib] * bracket);
 }
 
+// Where a closing K-window leaves an output (the register-tile kernels, bitplane_gemm_kernel.cuh
+// and imma_gemm_kernel.cuh): U written (one window), or the window's term added to the fp32
+// `result` and written after the last window; under split-K (grid z > 1), into this split's
+// partials for split_k_reduce.cuh instead.
+struct WindowClose {
+  bool single, split;  // KWindows::single(); grid z > 1
+  bool closes_group, last;
+  int64_t group, group_len;
+};
+
+__device__ __forceinline__ void window_output(const BitplaneGemmParams& p, const WindowClose& w, int64_t ra,
+                                              int64_t rb, int32_t U, float& result) {
+  const int64_t at = static_cast<int64_t>(blockIdx.z) * p.a.rows * p.b.rows + ra * p.b.rows + rb;
+  if (w.single && (p.exact || w.split)) {
+    int32_t* dst = static_cast<int32_t*>(w.split ? p.partials : p.out);
+    dst[w.split ? at : ra * p.out_stride_a + rb * p.out_stride_b] = U;
+    return;
+  }
+  float y = window_term(p, ra, rb, U, w.group, w.closes_group, w.group_len);
+  if (!w.single) {
+    y += result;
+    result = y;
+    if (!w.last) return;
+  }
+  if (w.split) {
+    static_cast<float*>(p.partials)[at] = y;
+  } else {
+    store_float(p, ra, rb, y);
+  }
+}
+
 }  // namespace epilogue
+
+// Zeroes the accumulators [m16 tiles][n8 tiles][4] of the mma.sync kernels when a window opens
+// (held in registers: fully unrolled).
+template <int TilesA, int TilesB>
+__device__ __forceinline__ void clear_accumulators(int32_t (&acc)[TilesA][TilesB][4]) {
+#pragma unroll
+  for (int i = 0; i < TilesA; ++i)
+#pragma unroll
+    for (int j = 0; j < TilesB; ++j)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) acc[i][j][q] = 0;
+}
 
 }  // namespace apq::cuda

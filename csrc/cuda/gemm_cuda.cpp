@@ -58,6 +58,8 @@ void launch(cuda::LaunchPlan plan, const Tensor& like, cudaStream_t stream) {
     case cuda::KernelId::Wide: cuda::launch_wide(plan, stream); break;
     case cuda::KernelId::Narrow: cuda::launch_narrow(plan, stream); break;
     case cuda::KernelId::Bgmma: cuda::launch_bgmma(plan, stream); break;
+    case cuda::KernelId::Imma: cuda::launch_imma(plan, stream); break;
+    case cuda::KernelId::Igmma: cuda::launch_igmma(plan, stream); break;
   }
   cuda::launch_split_k_reduce(plan, stream);
 }

@@ -3,6 +3,7 @@
 #include "gemm_plan.h"
 
 #include "bgmma_gemm.h"
+#include "imma_gemm.h"
 
 #include <algorithm>
 #include <sstream>
@@ -27,6 +28,8 @@ const TileGeometry& tile_geometry(KernelId k) { return k == KernelId::Wide ? kWi
 
 ArchRange arch_range(KernelId k) {
   if (k == KernelId::Bgmma) return {90, 90, "the wgmma b1 tensor cores of sm_90a (H100, H200)"};
+  if (k == KernelId::Imma) return {80, 90, "the mma.sync u8 tensor cores of sm_80 ... sm_90 (the build's archs)"};
+  if (k == KernelId::Igmma) return {90, 90, "the wgmma u8 tensor cores of sm_90a (H100, H200)"};
   return {80, 90, "the mma.sync b1 tensor cores of sm_80 ... sm_90"};
 }
 
@@ -95,14 +98,14 @@ struct LaunchShape {
   int64_t grid_a, grid_b, splits;
 };
 
-LaunchShape shape_register_tile(LaunchPlan& plan, const KernelVariant& variant, const DeviceLimits& device) {
+// A kernel of BitplaneGemmParams (register tiles, IMMA) whose block covers `rows_a` x `rows_b`
+// real rows: the grid, and split-K where the variant has it.
+LaunchShape shape_blocks(LaunchPlan& plan, const KernelVariant& variant, const DeviceLimits& device, int64_t rows_a,
+                         int64_t rows_b) {
   BitplaneGemmParams& p = plan.params;
-  const TileGeometry& tile = tile_geometry(variant.kernel);
   const KWindows windows = KWindows::of(p);
-  plan.threads = tile.threads;
-  plan.smem_bytes = tile.smem_bytes(p.a.bits, p.b.bits, !windows.single());
-  const int64_t grid_a = ceil_div(p.a.rows, tile.rows_a(p.a.bits));
-  const int64_t grid_b = ceil_div(p.b.rows, tile.rows_b(p.b.bits));
+  const int64_t grid_a = ceil_div(p.a.rows, rows_a);
+  const int64_t grid_b = ceil_div(p.b.rows, rows_b);
   if (variant.split_k) p.split_bits = split_bits(p, grid_a * grid_b, device);
   const int64_t splits = ceil_div(windows.end_bits(), p.split_bits);
   // Weights that only one block column reads (decode) may leave L2 first.
@@ -113,6 +116,20 @@ LaunchShape shape_register_tile(LaunchPlan& plan, const KernelVariant& variant, 
     plan.reduce_blocks = static_cast<unsigned>(ceil_div(p.a.rows * p.b.rows, kReduceThreads));
   }
   return {grid_a, grid_b, splits};
+}
+
+LaunchShape shape_register_tile(LaunchPlan& plan, const KernelVariant& variant, const DeviceLimits& device) {
+  const BitplaneGemmParams& p = plan.params;
+  const TileGeometry& tile = tile_geometry(variant.kernel);
+  plan.threads = tile.threads;
+  plan.smem_bytes = tile.smem_bytes(p.a.bits, p.b.bits, !KWindows::of(p).single());
+  return shape_blocks(plan, variant, device, tile.rows_a(p.a.bits), tile.rows_b(p.b.bits));
+}
+
+LaunchShape shape_imma(LaunchPlan& plan, const KernelVariant& variant, const DeviceLimits& device) {
+  plan.threads = ImmaTile::kThreads;
+  plan.smem_bytes = variant.kernel == KernelId::Igmma ? ImmaTile::kWarpgroupSmemBytes : ImmaTile::kSmemBytes;
+  return shape_blocks(plan, variant, device, ImmaTile::kRowsA, ImmaTile::kRowsB);
 }
 
 LaunchShape shape_bgmma(LaunchPlan& plan) {
@@ -129,8 +146,10 @@ LaunchPlan plan_launch(const GemmProblem& problem, const KernelVariant& variant,
   LaunchPlan plan;
   plan.kernel = variant.kernel;
   plan.params = make_params(problem, variant.swap_ab);
-  const LaunchShape shape =
-      variant.kernel == KernelId::Bgmma ? shape_bgmma(plan) : shape_register_tile(plan, variant, device);
+  const LaunchShape shape = variant.kernel == KernelId::Bgmma  ? shape_bgmma(plan)
+                            : variant.kernel == KernelId::Imma || variant.kernel == KernelId::Igmma
+                                ? shape_imma(plan, variant, device)
+                                                               : shape_register_tile(plan, variant, device);
   const ArchRange archs = arch_range(variant.kernel);
   std::ostringstream why;
   if (device.arch < archs.min_arch || device.arch > archs.max_arch) {

@@ -46,8 +46,10 @@ struct DeviceLimits {
 
 // The kernels that can run a call (one instantiation each, bitplane_gemm_sm80_*.cu).
 // Wide and Narrow: the register-recovery mma.sync kernel (bitplane_gemm_sm80_*.cu); Bgmma: the
-// sm_90a wgmma kernel (bgmma_gemm_sm90a.cu, bgmma_gemm.h).
-enum class KernelId : int { Wide = 0, Narrow = 1, Bgmma = 2 };
+// sm_90a wgmma kernel (bgmma_gemm_sm90a.cu, bgmma_gemm.h); Imma: the planes expanded to 8-bit
+// codes for the mma.sync u8 MMA (imma_gemm_sm80.cu, imma_gemm.h); Igmma: the same with the
+// sm_90a wgmma u8 MMA (igmma_gemm_sm90a.cu).
+enum class KernelId : int { Wide = 0, Narrow = 1, Bgmma = 2, Imma = 3, Igmma = 4 };
 
 // A runnable variant: a kernel and how the operands are put to it. The names are what
 // APQ_GEMM_KERNEL takes and the autotune cache stores; a new kernel is a KernelId, its
@@ -69,6 +71,14 @@ inline constexpr KernelVariant kVariants[] = {
     {"narrow,swap,splitk", KernelId::Narrow, true, true},
     {"bgmma,noswap", KernelId::Bgmma, false, false},
     {"bgmma,swap", KernelId::Bgmma, true, false},
+    {"imma,noswap", KernelId::Imma, false, false},
+    {"imma,swap", KernelId::Imma, true, false},
+    {"imma,noswap,splitk", KernelId::Imma, false, true},
+    {"imma,swap,splitk", KernelId::Imma, true, true},
+    {"igmma,noswap", KernelId::Igmma, false, false},
+    {"igmma,swap", KernelId::Igmma, true, false},
+    {"igmma,noswap,splitk", KernelId::Igmma, false, true},
+    {"igmma,swap,splitk", KernelId::Igmma, true, true},
 };
 const KernelVariant* find_variant(std::string_view name);  // nullptr: unknown
 std::string variant_names();                                // "a, b, c" for error messages
@@ -134,6 +144,8 @@ int64_t baseline_workspace_elems(const BitplaneGemmParams& p);
 void launch_wide(const LaunchPlan& plan, void* stream);
 void launch_narrow(const LaunchPlan& plan, void* stream);
 void launch_bgmma(const LaunchPlan& plan, void* stream);
+void launch_imma(const LaunchPlan& plan, void* stream);
+void launch_igmma(const LaunchPlan& plan, void* stream);
 void launch_split_k_reduce(const LaunchPlan& plan, void* stream);  // no-op without split-K
 void launch_baseline_gemm(const BitplaneGemmParams& p, int32_t* workspace, float* accumulator, void* stream);
 

@@ -19,33 +19,49 @@ namespace apq::cuda {
 
 namespace {
 
-// Rows: the GPUs (arch, 0 = any) and largest stacked activation tile (M * x_bits) the entry
-// serves, and the variants in order of preference: the first row that matches, then its first
-// variant that can run the call (the wide tile's fp32 results of K-groups need more shared
-// memory than some GPUs give a block; a grid too large on y goes to x when swapped). Decode
-// (a few tokens) puts the weights on the MMA's 16-row side, the activations in one block
+// Rows: the GPUs (arch, 0 = any), the stacked activation tiles (M * x_bits) and bit widths the
+// entry serves, and the variants in order of preference: the first row that matches, then its
+// first variant that can run the call (the wide tile's fp32 results of K-groups need more
+// shared memory than some GPUs give a block; a grid too large on y goes to x when swapped).
+// Decode (a few tokens) puts the weights on the MMA's 16-row side, the activations in one block
 // column, and splits K until the SMs are busy (split-K plans one split when the output tiles
 // alone fill them); from 256 stacked rows on, plain order. sm_90 runs the BGMMA kernel from
 // 129 stacked rows on (256 stacked rows of a per block; below, swap-AB fills the tiles better).
+// Beyond 256 stacked rows, where x_bits * w_bits >= 16, the integer-MMA kernel comes first (its
+// wgmma form IGMMA on sm_90, IMMA elsewhere): per 16 x 8 outputs and 256 bits of K it issues 8
+// u8 MMAs (or their share of a wgmma) where the b1 kernels issue
+// x_bits * w_bits b1 MMAs (more with idle plane slots), and on sm_80 an m16n8k32 u8 MMA and an
+// m16n8k256 b1 MMA take the same tensor-core time (A100: 624 int8 / 4992 binary dense TOPS,
+// i.e. 2048 u8 and 16384 b1 MACs per SM and clock). Its steady state issues 5.6 other
+// instructions per MMA (plane expansion; bench/results/sass-mix.md) against 0.9 - 1.9 for the
+// b1 kernels, so the tensor-core break-even near 8 is not taken: 16 is a static estimate, NOT
+// MEASURED on any GPU (sm_90 publishes no b1 rate at all).
 struct TableRow {
   int arch;
+  int64_t min_stacked_m;  // exclusive
   int64_t max_stacked_m;
-  const char* preference[6];  // nullptr ends the list
+  int min_bit_product;    // x_bits * w_bits
+  const char* preference[8];  // nullptr ends the list
 };
 constexpr int64_t kAnyM = std::numeric_limits<int64_t>::max();
 constexpr TableRow kTable[] = {
-    {0, 32, {"narrow,swap,splitk", "wide,swap,splitk"}},
-    {90, 128, {"wide,swap,splitk", "narrow,swap,splitk"}},
-    {90, kAnyM,
+    {0, 0, 32, 0, {"narrow,swap,splitk", "wide,swap,splitk"}},
+    {0, 256, kAnyM, 16,
+     {"igmma,noswap,splitk", "imma,noswap,splitk", "bgmma,noswap", "wide,noswap,splitk", "narrow,noswap,splitk",
+      "wide,swap,splitk", "narrow,swap,splitk"}},
+    {90, 0, 128, 0, {"wide,swap,splitk", "narrow,swap,splitk"}},
+    {90, 0, kAnyM, 0,
      {"bgmma,noswap", "wide,noswap,splitk", "narrow,noswap,splitk", "wide,swap,splitk", "narrow,swap,splitk"}},
-    {0, 256, {"wide,swap,splitk", "narrow,swap,splitk"}},
-    {0, kAnyM, {"wide,noswap,splitk", "narrow,noswap,splitk", "wide,swap,splitk", "narrow,swap,splitk"}},
+    {0, 0, 256, 0, {"wide,swap,splitk", "narrow,swap,splitk"}},
+    {0, 0, kAnyM, 0, {"wide,noswap,splitk", "narrow,noswap,splitk", "wide,swap,splitk", "narrow,swap,splitk"}},
 };
 
 const KernelVariant& table_choice(const GemmShapeKey& key, const RefusalFn& refusal) {
   const int64_t stacked_m = key.M * key.x_bits;
   const TableRow* row = &kTable[0];
-  while ((row->arch != 0 && row->arch != key.arch) || stacked_m > row->max_stacked_m) ++row;
+  while ((row->arch != 0 && row->arch != key.arch) || stacked_m <= row->min_stacked_m ||
+         stacked_m > row->max_stacked_m || key.x_bits * key.w_bits < row->min_bit_product)
+    ++row;
   for (const char* name : row->preference) {
     if (name == nullptr) break;
     const KernelVariant& v = *find_variant(name);

@@ -54,6 +54,12 @@ __device__ __forceinline__ uint32_t opaque(uint32_t value) {
   return value;
 }
 
+// The same without a cache hint: the policy operand must be warp-uniform, and where the compiler
+// cannot prove that it is, it moves it into a uniform register before every copy (R2UR).
+__device__ __forceinline__ void cp_async_16(uint32_t smem, const uint32_t* gmem, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(src_bytes));
+}
+
 __device__ __forceinline__ void cp_async_fence() { cute::cp_async_fence(); }
 
 template <int N>

@@ -6,13 +6,16 @@
 #include "bitplane_gemm_kernel.cuh"
 #include "emulated_call.h"
 #include "gemm_plan.h"
+#include "imma_gemm_kernel.cuh"
 #include "split_k_reduce.cuh"
 
 #include <algorithm>
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -20,7 +23,7 @@
 thread_local emu::ThreadContext emu::ctx;
 
 namespace apq::cuda {
-alignas(128) uint8_t smem[227 * 1024];  // the kernel's `extern __shared__` buffer (sm_90's opt-in limit)
+alignas(1024) uint8_t smem[227 * 1024];  // the kernels' `extern __shared__` buffer (sm_90's opt-in limit)
 }
 
 namespace {
@@ -29,9 +32,8 @@ using apq::cuda::LaunchPlan;
 
 // Runs every block of the grid, one after another, in the order given by `seed` (0: x, then y,
 // then z; otherwise a shuffle: split-K results must not depend on which block ends last).
-template <class Tile>
+template <auto Kernel>
 void emulate(const LaunchPlan& plan, unsigned seed, emu::GlobalReads& reads) {
-  static_assert(Tile::kPipelineBytes <= sizeof(apq::cuda::smem));
   const emu::Dim3 grid{plan.grid[0], plan.grid[1], plan.grid[2]};
   std::vector<emu::Dim3> blocks;
   for (unsigned z = 0; z < grid.z; ++z)
@@ -45,6 +47,12 @@ void emulate(const LaunchPlan& plan, unsigned seed, emu::GlobalReads& reads) {
     std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;
     for (int w = 0; w < warps; ++w) warp_barriers.push_back(std::make_unique<std::barrier<>>(32));
     std::vector<emu::WarpExchange> exchange(warps);
+    // The sm_90 machinery (wgmma queue) for the IGMMA kernel, over the same shared memory.
+    emu90::Machine machine({apq::cuda::smem, sizeof(apq::cuda::smem)}, seed, /*lazy_tma=*/false);
+    std::vector<std::unique_ptr<emu90::Warpgroup>> warpgroups;
+    for (int g = 0; g < (plan.threads + 127) / 128; ++g) warpgroups.push_back(std::make_unique<emu90::Warpgroup>());
+    std::mutex error_mutex;
+    std::string error;
     std::vector<std::thread> threads;
     for (int t = 0; t < plan.threads; ++t) {
       threads.emplace_back([&, t] {
@@ -57,10 +65,18 @@ void emulate(const LaunchPlan& plan, unsigned seed, emu::GlobalReads& reads) {
         emu::ctx.block_barrier = &block;
         emu::ctx.warp_barrier = warp_barriers[t / 32].get();
         emu::ctx.warp = &exchange[t / 32];
-        apq::cuda::bitplane_gemm_kernel<Tile>(plan.params);
+        emu90::state.machine = &machine;
+        emu90::state.warpgroup = warpgroups[t / 128].get();
+        try {
+          Kernel(plan.params);
+        } catch (const std::exception& e) {
+          std::lock_guard<std::mutex> lock(error_mutex);
+          if (error.empty()) error = e.what();
+        }
       });
     }
     for (auto& th : threads) th.join();
+    if (!error.empty()) throw std::runtime_error(error);
   }
 }
 
@@ -129,8 +145,10 @@ extern "C" __attribute__((visibility("default"))) int apq_emulate_gemm(const cha
       reads.ranges.emplace_back(begin, begin + op->bits * op->rows * plan.params.words * 4);
     }
     switch (plan.kernel) {
-      case KernelId::Wide: emulate<WideTile>(plan, block_order_seed, reads); break;
-      case KernelId::Narrow: emulate<NarrowTile>(plan, block_order_seed, reads); break;
+      case KernelId::Wide: emulate<&bitplane_gemm_kernel<WideTile>>(plan, block_order_seed, reads); break;
+      case KernelId::Narrow: emulate<&bitplane_gemm_kernel<NarrowTile>>(plan, block_order_seed, reads); break;
+      case KernelId::Imma: emulate<&imma_gemm_kernel<ImmaSync>>(plan, block_order_seed, reads); break;
+      case KernelId::Igmma: emulate<&imma_gemm_kernel<ImmaWarpgroup>>(plan, block_order_seed, reads); break;
       case KernelId::Bgmma: return fail(1, "the BGMMA kernel runs in its own emulator (tests/emulated_bgmma.py)");
     }
     if (!reads.violation.empty()) return fail(1, reads.violation);

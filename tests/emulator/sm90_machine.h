@@ -126,9 +126,12 @@ struct Mbarrier {
 
 struct GmmaOp {
   const uint32_t* a;  // the issuing thread's 4 A registers, read when the op retires
-  uint32_t* d;        // its 32 accumulators, written when the op retires
+  uint32_t* d;        // its 32 (b1) or 64 (u8) accumulators, written when the op retires
   uint64_t desc_b;
   bool accumulate;
+  // m64n64k256 .b1 AND-popc, A from registers; or m64n128k32 .u8.u8, A through desc_a
+  enum class Kind { B1_64x64x256_RS, U8_64x128x32_SS } kind = Kind::B1_64x64x256_RS;
+  uint64_t desc_a = 0;
 };
 
 struct Warpgroup {
@@ -308,9 +311,11 @@ class Machine {
     const GmmaOp& op = wg.ops[thread][k];
     for (int other = 0; other < 128; ++other) {
       if (wg.ops[other].size() <= k || wg.ops[other][k].desc_b != op.desc_b ||
-          wg.ops[other][k].accumulate != op.accumulate)
+          wg.ops[other][k].accumulate != op.accumulate || wg.ops[other][k].kind != op.kind ||
+          wg.ops[other][k].desc_a != op.desc_a)
         fail("the threads of a warpgroup issued different wgmmas");
     }
+    if (op.kind == GmmaOp::Kind::U8_64x128x32_SS) return execute_u8(op, thread);
     const int w = thread / 32, lane = thread % 32, g = lane / 4, t = lane % 4;
     uint32_t a_row[2][8];
     for (int h = 0; h < 2; ++h) {
@@ -324,6 +329,23 @@ class Machine {
       const int h = (r / 2) % 2, n = 8 * (r / 4) + 2 * t + r % 2;
       uint32_t sum = 0;
       for (int word = 0; word < 8; ++word) sum += std::popcount(a_row[h][word] & b_word(op.desc_b, n, word));
+      op.d[r] = (op.accumulate ? op.d[r] : 0u) + sum;
+    }
+  }
+
+  // One retired m64n128k32 .u8.u8 op (A and B K-major through descriptors: 32 bytes of K per
+  // row, read like the b1 op's 256 bits) for the accumulators of `thread`; D register
+  // 4j + 2h + e is row 16w + g + 8h, column 8j + 2t + e (ISA "wgmma .m64nNk32 register
+  // fragment layout for accumulator D").
+  void execute_u8(const GmmaOp& op, int thread) const {
+    const int w = thread / 32, lane = thread % 32, g = lane / 4, t = lane % 4;
+    for (int r = 0; r < 64; ++r) {
+      const int h = (r / 2) % 2, n = 8 * (r / 4) + 2 * t + r % 2, m = 16 * w + g + 8 * h;
+      uint32_t sum = 0;  // s32 accumulation wraps (no .satfinite)
+      for (int word = 0; word < 8; ++word) {
+        const uint32_t a = b_word(op.desc_a, m, word), b = b_word(op.desc_b, n, word);
+        for (int byte = 0; byte < 4; ++byte) sum += (a >> (8 * byte) & 0xFFu) * (b >> (8 * byte) & 0xFFu);
+      }
       op.d[r] = (op.accumulate ? op.d[r] : 0u) + sum;
     }
   }

@@ -27,8 +27,13 @@ class Variant:
 # on the MMA's A side, with or without split-K (csrc/cuda/gemm_plan.h's kVariants).
 FUSED = tuple(f"{tile},{side}{split}" for tile in ("wide", "narrow") for side in ("noswap", "swap")
               for split in ("", ",splitk"))
+# The integer-MMA kernel (planes expanded to u8 codes, mma.sync m16n8k32 .u8; igmma: its sm_90a
+# form with wgmma m64n128k32 .u8), same four forms each.
+IMMA, IGMMA = (tuple(f"{kernel},{side}{split}" for side in ("noswap", "swap") for split in ("", ",splitk"))
+               for kernel in ("imma", "igmma"))
 VARIANTS = (
-    *(Variant(name, {"APQ_GEMM_KERNEL": name}) for name in FUSED),
+    *(Variant(name, {"APQ_GEMM_KERNEL": name}) for name in FUSED + IMMA),
+    *(Variant(name, {"APQ_GEMM_KERNEL": name}, min_capability=90) for name in IGMMA),
     # the sm_90a wgmma b1 kernel (TMA, warp-specialized)
     Variant("bgmma,noswap", {"APQ_GEMM_KERNEL": "bgmma,noswap"}, min_capability=90),
     Variant("bgmma,swap", {"APQ_GEMM_KERNEL": "bgmma,swap"}, min_capability=90),

@@ -76,14 +76,22 @@ struct FragmentMaps {
   }
 };
 
-inline void mma_and_popc(int32_t (&acc)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  const FragmentMaps& maps = FragmentMaps::get();
+// An mma.sync's operands: every lane posts its A and B registers; returns the mailbox holding
+// the whole warp's, readable after the warp barrier this passes.
+inline int post_mma_operands(const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   emu::WarpExchange& w = *emu::ctx.warp;
   const int lane = emu::ctx.thread.x % 32, box = next_mailbox();
   for (int i = 0; i < 4; ++i) w.a[box][lane][i] = a[i];
   w.b[box][lane][0] = b0;
   w.b[box][lane][1] = b1;
   emu::warp_sync();
+  return box;
+}
+
+inline void mma_and_popc(int32_t (&acc)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  const FragmentMaps& maps = FragmentMaps::get();
+  const emu::WarpExchange& w = *emu::ctx.warp;
+  const int lane = emu::ctx.thread.x % 32, box = post_mma_operands(a, b0, b1);
   for (int v = 0; v < 4; ++v) {
     const int m = maps.c_row[lane][v], n = maps.c_col[lane][v];
     int32_t s = 0;
@@ -124,6 +132,8 @@ inline void cp_async_16(uint32_t smem, const uint32_t* gmem, int src_bytes, uint
   }
   copy_queue.open.push_back({dst, gmem, src_bytes});
 }
+
+inline void cp_async_16(uint32_t smem, const uint32_t* gmem, int src_bytes) { cp_async_16(smem, gmem, src_bytes, 0); }
 
 inline void cp_async_fence() {
   copy_queue.committed.push_back(std::move(copy_queue.open));
