@@ -24,7 +24,7 @@ from ..ops.layout import check_bits, check_format, check_group_size, dequantize_
 _TINY = torch.finfo(torch.float32).tiny
 # Clipping ratios tried per group by the search (AWQ-style grid, extended for 2-bit grids).
 CLIP_RATIOS = tuple(1.0 - 0.05 * i for i in range(14))  # 1.0 ... 0.35
-REFIT_ROUNDS = 4  # refit / round again alternations of round to nearest with refit
+REFIT_ROUNDS = 12  # most refit / round again alternations of round to nearest with refit
 
 
 @dataclass
@@ -148,4 +148,6 @@ def _refit_rounds(q: QuantizedWeight, wg: Tensor) -> QuantizedWeight:
                                torch.where(better, fit.scale, best.scale), torch.where(better, fit.offset, best.offset),
                                q.bits, q.format, q.group_size)
         err = torch.minimum(err, new_err)
+        if not better.any():
+            break
     return best
