@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .rtn import QuantizedWeight
+from .rtn import QuantizedWeight, _groups
 
 _ROWS_PER_CHUNK = 256  # rows solved at once
 
@@ -25,23 +25,12 @@ _ROWS_PER_CHUNK = 256  # rows solved at once
 def _design(q: QuantizedWeight) -> list[tuple[Tensor, int]]:
     """The least-squares design per row as terms (values [N, Kp], first unknown): the value
     of column k in unknown first + group(k); Kp = K padded to whole groups (padding 0)."""
-    N, K = q.codes.shape
+    N = q.codes.shape[0]
     G = q.scale.shape[1]
-    span = K if q.group_size == 0 else q.group_size
-    u = torch.zeros(N, G * span, dtype=torch.float64, device=q.codes.device)
-    u[:, :K] = q.codes.double()
+    u, real = _groups(q.codes.double(), q.group_size)  # [N, G, span], padding 0; [G, span]
     if q.format == "unsigned":  # w ~ scale * u + (scale * offset)
-        ones = torch.zeros_like(u)
-        ones[:, :K] = 1.0
-        return [(u, 0), (ones, G)]
-    return [(_masked(u.view(N, G, span) + q.offset.double().unsqueeze(-1), K), 0)]
-
-
-def _masked(v: Tensor, K: int) -> Tensor:
-    """v [N, G, span] flattened, columns from K on zeroed (padding)."""
-    v = v.reshape(v.shape[0], -1).clone()
-    v[:, K:] = 0.0
-    return v
+        return [(u.reshape(N, -1), 0), (real.double().reshape(1, -1).expand(N, -1), G)]
+    return [(((u + q.offset.double().unsqueeze(-1)) * real).reshape(N, -1), 0)]
 
 
 @torch.no_grad()

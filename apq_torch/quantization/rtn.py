@@ -128,14 +128,11 @@ def _refit_rounds(q: QuantizedWeight, wg: Tensor) -> QuantizedWeight:
     from .refit import refit_scales  # refit.py imports QuantizedWeight from here
 
     N, K = q.codes.shape
-    G, span = wg.shape[1], wg.shape[2]
+    span = wg.shape[2]
     w = wg.reshape(N, -1)[:, :K]
 
-    def group_error(codes, scale, offset):
-        u = torch.zeros(N, G * span, device=codes.device)
-        u[:, :K] = codes.float()
-        deq = scale.unsqueeze(-1) * (u.view(N, G, span) + offset.unsqueeze(-1))
-        return ((deq - wg) ** 2).sum(-1)  # padding columns hold 0 in both
+    def group_error(codes, scale, offset):  # [N, G]; padding columns count 0
+        return _groups(dequantize_codes(codes, scale, offset, q.group_size) - w, q.group_size)[0].pow(2).sum(-1)
 
     best, err = q, group_error(q.codes, q.scale, q.offset)
     for _ in range(REFIT_ROUNDS):
