@@ -59,12 +59,14 @@ def unpack(planes: torch.Tensor, K: int) -> torch.Tensor:
     return codes.reshape(R, W * 32)[:, :K].to(torch.int32)
 
 
-def quant_params(x: torch.Tensor, bits: int, fmt: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row (scale, offset) of dynamic quantization, fp32 [M] each."""
+def quant_params(x: torch.Tensor, bits: int, fmt: str, clip: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row (scale, offset) of dynamic quantization, fp32 [M] each; the row's range
+    [min(x, 0), max(x, 0)] is first scaled by fp32(clip) (values beyond it saturate)."""
     xf = x.float()
     qmax = float(2**bits - 1)
-    lo = xf.amin(-1).clamp(max=0.0)
-    hi = xf.amax(-1).clamp(min=0.0)
+    ratio = torch.tensor(clip, dtype=torch.float32, device=xf.device)
+    lo = xf.amin(-1).clamp(max=0.0) * ratio
+    hi = xf.amax(-1).clamp(min=0.0) * ratio
     if fmt == "unsigned":
         scale = ((hi - lo) / qmax).clamp(min=_FLT_MIN)
         zero_point = (-lo / scale).round().clamp(0.0, qmax)
@@ -115,10 +117,11 @@ def hadamard(x: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
     return out.reshape(x.shape).to(x.dtype)
 
 
-def quantize_pack(x: torch.Tensor, bits: int, fmt: str, group_size: int = 0, hadamard_mix=None):
+def quantize_pack(x: torch.Tensor, bits: int, fmt: str, group_size: int = 0, hadamard_mix=None,
+                  clip: float = 1.0):
     if hadamard_mix is not None:
         x = hadamard(x.float(), hadamard_mix)
-    scale, offset = quant_params(x, bits, fmt)
+    scale, offset = quant_params(x, bits, fmt, clip)
     codes = quantize(x, scale, offset, bits)
     planes, rowsum = pack(codes, bits, group_size)
     return planes, rowsum, scale, offset
@@ -149,8 +152,8 @@ def qmatmul(x_planes, x_rowsum, x_scale, x_offset, w_planes, w_rowsum, w_scale, 
 
 
 def linear(x, w_planes, w_rowsum, w_scale, w_offset, K: int, group_size: int, a_bits: int,
-           a_format: str, bias, hadamard_mix=None) -> torch.Tensor:
+           a_format: str, bias, hadamard_mix=None, a_clip: float = 1.0) -> torch.Tensor:
     x2 = x.reshape(-1, K)
-    xp, xs, xsc, xo = quantize_pack(x2, a_bits, a_format, group_size, hadamard_mix)
+    xp, xs, xsc, xo = quantize_pack(x2, a_bits, a_format, group_size, hadamard_mix, a_clip)
     y = qmatmul(xp, xs, xsc, xo, w_planes, w_rowsum, w_scale, w_offset, K, group_size, bias, x.dtype)
     return y.view(*x.shape[:-1], w_planes.shape[1])

@@ -8,9 +8,11 @@ Settings: the residual stream rotated (apq_torch.quantization.rotation) or not; 
 round to nearest with the per-group clipping search ("rtn"), GPTQ with it on the float
 model's Hessians ("gptq one-pass") or sequential, layer by layer ("gptq"); activations of
 4, 6 or 8 bits per token; "+ refit": the least-squares refit of the group scales once the
-codes are chosen (APQConfig.refit_scales). Default: the rotation table (rotated, refit, every
-bit pair of the issue, bipolar and signed, groups 64 and 128 (``--quick``: 64), round to
-nearest and one-pass GPTQ). It takes about an hour on 2 quiet cores: run it alone.
+codes are chosen (APQConfig.refit_scales); "+ activation clip search": each layer's activation
+clipping ratio chosen on the calibration text (APQConfig.a_clip_search). Default: the rotation
+table (rotated, refit, every bit pair of the issue, bipolar and signed, groups 64 and 128
+(``--quick``: 64), round to nearest and one-pass GPTQ), then the A4 / A6 rows at g64 with the
+activation clip search. It takes about an hour on 2 quiet cores: run it alone.
 ``--small``: W4A8, W4A4 and W2A8 bipolar g64, with and without rotation, the three methods.
 ``--formats``: the format question: W4A8, W3A8 and W2A8 g64, plain and rotated, round to
 nearest and one-pass GPTQ (refit), in bipolar, signed and unsigned.
@@ -53,9 +55,9 @@ class Setting(NamedTuple):
     method: str  # one of METHODS
 
 
-def setting(rotate, w_bits, a_bits, fmt, group_size, method, clip=True, refit=False) -> Setting:
+def setting(rotate, w_bits, a_bits, fmt, group_size, method, clip=True, refit=False, a_clip_search=False) -> Setting:
     config = APQConfig(w_bits=w_bits, a_bits=a_bits, w_format=fmt, group_size=group_size, clip_search=clip,
-                       refit_scales=refit, method="rtn" if method == "rtn" else "gptq")
+                       refit_scales=refit, method="rtn" if method == "rtn" else "gptq", a_clip_search=a_clip_search)
     name = ("rot " if rotate else "") + config.label() + (" one-pass" if method == "gptq one-pass" else "")
     return Setting(name, rotate, config, method == "gptq", method)
 
@@ -75,6 +77,9 @@ def settings(quick: bool, small: bool, formats: bool = False) -> list[Setting]:
     out = [setting(True, w_bits, a_bits, fmt, group_size, method, refit=True)
            for group_size in ((64,) if quick else (64, 128)) for w_bits, a_bits in TABLE_BITS
            for method in ("rtn", "gptq one-pass") for fmt in ("bipolar", "signed")]
+    # calibrated activation clipping where activations have fewer than 8 bits
+    out += [setting(True, w_bits, a_bits, fmt, 64, "gptq one-pass", refit=True, a_clip_search=True)
+            for w_bits, a_bits in TABLE_BITS if a_bits < 8 for fmt in ("bipolar", "signed")]
     return list({s.name: s for s in out}.values())
 
 
@@ -125,7 +130,7 @@ def main():
         m = copy.deepcopy(rotated if s.rotate else model)
         gptq = s.config.method == "gptq"
         t0, c0 = time.perf_counter(), time.process_time()
-        quantize_(m, s.config, decoder_linear_filter, calibration=calib if gptq else None,
+        quantize_(m, s.config, decoder_linear_filter, calibration=calib if gptq or s.config.a_clip_search else None,
                   sequential=s.sequential if gptq else None)
         quantize_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
         t1 = time.perf_counter()
@@ -182,13 +187,14 @@ def write_markdown(state, path):
         if "config" in r:
             c = r["config"]
             key = (c["w_bits"], c["a_bits"], c["w_format"], c["group_size"], c["clip_search"],
-                   c.get("refit_scales", False), r["method"])
+                   c.get("refit_scales", False), r["method"], c.get("a_clip_search", False))
             if key not in keys:
                 keys.append(key)
-    for w_bits, a_bits, fmt, group_size, clip, refit, method in keys:
-        plain, rot = (rows.get(setting(rotate, w_bits, a_bits, fmt, group_size, method, clip, refit).name)
+    for w_bits, a_bits, fmt, group_size, clip, refit, method, a_search in keys:
+        plain, rot = (rows.get(setting(rotate, w_bits, a_bits, fmt, group_size, method, clip, refit, a_search).name)
                       for rotate in (False, True))
-        label = method + ("" if clip else " (no clip)") + (" + refit" if refit else "")
+        label = method + ("" if clip else " (no clip)") + (" + refit" if refit else "") \
+            + (" + activation clip search" if a_search else "")
         lines.append(f"| W{w_bits}A{a_bits} | {fmt} | {group_size} | {label} | {_cell(plain)} | {_cell(rot)} | "
                      f"{_calibration(plain)} / {_calibration(rot)} |")
     lines += ["", "## Every row", "", "| setting | perplexity | vs fp32 | calibration | eval |",

@@ -138,7 +138,8 @@ void check_activation(const Tensor& x, int64_t K, const char* op, const char* na
 }
 
 void check_linear_args(const char* op, const Tensor& x, const Tensor& w_planes, int64_t K, int64_t group_size,
-                       int64_t a_bits, std::string_view a_format, const std::optional<Tensor>& hadamard) {
+                       int64_t a_bits, std::string_view a_format, const std::optional<Tensor>& hadamard,
+                       double a_clip) {
   check_K(K, op);
   check_activation(x, K, op, "x", /*need_2d=*/false);
   check_bits(a_bits, op, "a_bits");
@@ -146,6 +147,7 @@ void check_linear_args(const char* op, const Tensor& x, const Tensor& w_planes, 
   check_planes(w_planes, K, op, "w_planes");
   check_group_size(group_size, op);
   if (hadamard.has_value()) check_hadamard_mix(*hadamard, x, K, op, "hadamard");
+  check_clip(a_clip, op, "a_clip");
 }
 
 void check_hadamard_mix(const Tensor& mix, const Tensor& x, int64_t n, const char* op, const char* name) {
@@ -188,8 +190,12 @@ void check_codes_range(const Tensor& codes, int64_t bits) {
               hi_v, "]");
 }
 
+void check_clip(double clip, const char* op, const char* name) {
+  TORCH_CHECK(clip > 0.0 && clip <= 1.0, op, ": argument '", name, "' must be a clipping ratio in (0, 1], got ", clip);
+}
+
 Format check_quantize_pack_args(const Tensor& x, int64_t bits, std::string_view format, int64_t group_size,
-                                const std::optional<Tensor>& hadamard) {
+                                const std::optional<Tensor>& hadamard, double clip) {
   constexpr const char* op = "apq::quantize_pack";
   check_bits(bits, op, "bits");
   const Format fmt = parse_format(format, bits, op, "format");
@@ -198,6 +204,7 @@ Format check_quantize_pack_args(const Tensor& x, int64_t bits, std::string_view 
   check_K(x.size(1), op);
   check_activation(x, x.size(1), op, "x", /*need_2d=*/true);
   if (hadamard.has_value()) check_hadamard_mix(*hadamard, x, x.size(1), op, "hadamard");
+  check_clip(clip, op, "clip");
   return fmt;
 }
 

@@ -54,9 +54,10 @@ void check_weight_args(const char* op, const Tensor& w_planes, const Tensor& w_r
 void check_gemm_args(const char* op, const Tensor& x_planes, const Tensor& w_planes, int64_t K);
 
 // linear: K, x floating with last dimension K, a_bits/a_format, w_planes, group size, and
-// the optional Hadamard mix of the fused transform.
+// the optional Hadamard mix of the fused transform, the clipping ratio.
 void check_linear_args(const char* op, const Tensor& x, const Tensor& w_planes, int64_t K, int64_t group_size,
-                       int64_t a_bits, std::string_view a_format, const std::optional<Tensor>& hadamard);
+                       int64_t a_bits, std::string_view a_format, const std::optional<Tensor>& hadamard,
+                       double a_clip);
 
 // pack: bits, group size, integer 2-D codes with K >= 1. Returns nothing.
 void check_pack_args(const Tensor& codes, int64_t bits, int64_t group_size);
@@ -71,7 +72,10 @@ void check_activation(const Tensor& x, int64_t K, const char* op, const char* na
 // optional Hadamard mix of the fused transform (check_hadamard_mix).
 enum class Format : int;
 Format check_quantize_pack_args(const Tensor& x, int64_t bits, std::string_view format, int64_t group_size,
-                                const std::optional<Tensor>& hadamard);
+                                const std::optional<Tensor>& hadamard, double clip);
+
+// An activation clipping ratio (argument `name`): finite, in (0, 1].
+void check_clip(double clip, const char* op, const char* name);
 
 // The mix of a Walsh-Hadamard transform of rows of n values (argument `name`): fp32 [m, m],
 // contiguous, on the device of `x`, with n = m * P and P a power of two.

@@ -45,11 +45,15 @@ struct RowStats {
   }
 };
 
-// Scale and offset of one token. Non-finite rows get scale NaN (the output becomes NaN
-// rather than silently finite); all-zero rows get the smallest normal scale.
-APQ_HOST_DEVICE QuantParams choose_params(const RowStats& s, int bits, Format format) {
+// Scale and offset of one token whose range [lo, hi] is first scaled by `clip` in (0, 1]
+// (activation clipping: values beyond it saturate at the end codes; 1 keeps the range).
+// Non-finite rows get scale NaN (the output becomes NaN rather than silently finite);
+// all-zero rows get the smallest normal scale.
+APQ_HOST_DEVICE QuantParams choose_params(RowStats s, int bits, Format format, float clip) {
   const float qmax = static_cast<float>((1 << bits) - 1);
   if (!s.finite) return {NAN, 0.f};
+  s.lo *= clip;
+  s.hi *= clip;
   QuantParams p;
   if (format == Format::Unsigned) {
     p.scale = fmaxf((s.hi - s.lo) / qmax, FLT_MIN);

@@ -16,7 +16,7 @@ std::tuple<Tensor, Tensor> pack_cpu(const Tensor& codes, int64_t bits, int64_t g
 Tensor unpack_cpu(const Tensor& planes, int64_t K);
 std::tuple<Tensor, Tensor, Tensor, Tensor> quantize_pack_cpu(
     const Tensor& x, int64_t bits, std::string_view format, int64_t group_size,
-    const std::optional<Tensor>& hadamard);
+    const std::optional<Tensor>& hadamard, double clip);
 Tensor gemm_cpu(const Tensor& x_planes, const Tensor& w_planes, int64_t K);
 Tensor qmatmul_cpu(const Tensor& x_planes, const Tensor& x_rowsum, const Tensor& x_scale,
                    const Tensor& x_offset, const Tensor& w_planes, const Tensor& w_rowsum,
@@ -25,7 +25,7 @@ Tensor qmatmul_cpu(const Tensor& x_planes, const Tensor& x_rowsum, const Tensor&
 Tensor linear_cpu(const Tensor& x, const Tensor& w_planes, const Tensor& w_rowsum,
                   const Tensor& w_scale, const Tensor& w_offset, int64_t K, int64_t group_size,
                   int64_t a_bits, std::string_view a_format, const std::optional<Tensor>& bias,
-                  const std::optional<Tensor>& hadamard);
+                  const std::optional<Tensor>& hadamard, double a_clip);
 Tensor hadamard_cpu(const Tensor& x, const Tensor& mix);
 
 // The CPU kernel setting ("auto", "avx512", "vnni" or "portable"); "" only queries.
@@ -43,7 +43,7 @@ std::tuple<Tensor, Tensor> pack_cuda(const Tensor& codes, int64_t bits, int64_t 
 Tensor unpack_cuda(const Tensor& planes, int64_t K);
 std::tuple<Tensor, Tensor, Tensor, Tensor> quantize_pack_cuda(
     const Tensor& x, int64_t bits, std::string_view format, int64_t group_size,
-    const std::optional<Tensor>& hadamard);
+    const std::optional<Tensor>& hadamard, double clip);
 Tensor gemm_cuda(const Tensor& x_planes, const Tensor& w_planes, int64_t K);
 Tensor qmatmul_cuda(const Tensor& x_planes, const Tensor& x_rowsum, const Tensor& x_scale,
                     const Tensor& x_offset, const Tensor& w_planes, const Tensor& w_rowsum,
@@ -52,7 +52,7 @@ Tensor qmatmul_cuda(const Tensor& x_planes, const Tensor& x_rowsum, const Tensor
 Tensor linear_cuda(const Tensor& x, const Tensor& w_planes, const Tensor& w_rowsum,
                    const Tensor& w_scale, const Tensor& w_offset, int64_t K, int64_t group_size,
                    int64_t a_bits, std::string_view a_format, const std::optional<Tensor>& bias,
-                   const std::optional<Tensor>& hadamard);
+                   const std::optional<Tensor>& hadamard, double a_clip);
 Tensor hadamard_cuda(const Tensor& x, const Tensor& mix);
 #endif
 

@@ -19,9 +19,10 @@ TORCH_LIBRARY(apq, m) {
   // bit planes -> int32 codes [R, K]
   m.def("unpack(Tensor planes, int K) -> Tensor");
   // per-token dynamic quantization of float x [M, K] and packing in one pass; scale/offset fp32 [M];
-  // with `hadamard` (a mix [m, m]), each row is first rotated as by apq::hadamard(x, hadamard)
+  // with `hadamard` (a mix [m, m]), each row is first rotated as by apq::hadamard(x, hadamard);
+  // `clip` in (0, 1] scales each row's range before its scale is chosen (values beyond saturate)
   m.def(
-      "quantize_pack(Tensor x, int bits, str format, int group_size=0, Tensor? hadamard=None)"
+      "quantize_pack(Tensor x, int bits, str format, int group_size=0, Tensor? hadamard=None, float clip=1.0)"
       " -> (Tensor planes, Tensor rowsum, Tensor scale, Tensor offset)");
   // exact int32 [M, N] = sum_k u_x * u_w; refuses a K that could overflow int32
   m.def("gemm(Tensor x_planes, Tensor w_planes, int K) -> Tensor");
@@ -30,10 +31,12 @@ TORCH_LIBRARY(apq, m) {
       "qmatmul(Tensor x_planes, Tensor x_rowsum, Tensor x_scale, Tensor x_offset,"
       " Tensor w_planes, Tensor w_rowsum, Tensor w_scale, Tensor w_offset,"
       " int K, int group_size, Tensor? bias, ScalarType out_dtype) -> Tensor");
-  // quantize_pack (with its optional fused Hadamard transform) + qmatmul of x [..., K]; output [..., N] in x.dtype
+  // quantize_pack (with its optional fused Hadamard transform and clip a_clip) + qmatmul of x [..., K];
+  // output [..., N] in x.dtype
   m.def(
       "linear(Tensor x, Tensor w_planes, Tensor w_rowsum, Tensor w_scale, Tensor w_offset,"
-      " int K, int group_size, int a_bits, str a_format, Tensor? bias, Tensor? hadamard=None) -> Tensor");
+      " int K, int group_size, int a_bits, str a_format, Tensor? bias, Tensor? hadamard=None,"
+      " float a_clip=1.0) -> Tensor");
   // rows of x [..., n] times (mix (x) H_P / sqrt(P))^T, n = m * P, P a power of two (fast Walsh-Hadamard, fp32)
   m.def("hadamard(Tensor x, Tensor mix) -> Tensor");
   // Selects the CPU kernel, and names the kernel map's choice for a shape (tests, benchmarks);

@@ -12,7 +12,8 @@ from helpers import Fp64Product, assert_within, qmatmul_error_bound
 CONFIGS = [APQConfig(w_bits=4, a_bits=8, w_format="bipolar", a_format="unsigned", group_size=64),
            APQConfig(w_bits=3, a_bits=6, w_format="signed", a_format="signed", group_size=0, clip_search=True),
            # refitted zero points are not integers: every kernel must take them as they are
-           APQConfig(w_bits=2, a_bits=4, w_format="unsigned", a_format="bipolar", group_size=128, refit_scales=True)]
+           APQConfig(w_bits=2, a_bits=4, w_format="unsigned", a_format="bipolar", group_size=128, refit_scales=True),
+           APQConfig(w_bits=4, a_bits=4, w_format="bipolar", a_format="unsigned", group_size=64, a_clip=0.9)]
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.label())
@@ -23,7 +24,8 @@ def test_apqlinear_matches_fp64_product_of_its_quantized_operands(config, dtype,
     x = torch.randn(2, 5, 200, generator=gen).to(dtype)
     y = q(x.to(device))
     assert y.dtype == dtype and y.shape == (2, 5, 33)
-    xq = apq_torch.quantize_pack(x.reshape(-1, 200), config.a_bits, config.a_format, config.group_size)
+    xq = apq_torch.quantize_pack(x.reshape(-1, 200), config.a_bits, config.a_format, config.group_size, None,
+                                 config.a_clip)
     w = (q.w_planes, q.w_rowsum, q.w_scale, q.w_offset)
     want = Fp64Product(xq, w, 200, config.group_size, linear.bias)
     w_hat = ref.dequantize(q.w_planes.cpu(), 200, q.w_scale.cpu(), q.w_offset.cpu(), config.group_size)

@@ -65,3 +65,18 @@ def test_cache_key_of_the_sharing_pass_follows_the_op_schemas(monkeypatch):
     assert ShareActivationQuantization().uuid() != before
     monkeypatch.undo()
     assert ShareActivationQuantization().uuid() == before
+
+
+@pytest.mark.parametrize("a_clip", [1.0, 0.9])
+def test_clipped_apqlinear_compiles_in_one_trace(a_clip, device, gen):
+    """The clip reaches the op as a constant: a float traced as a graph input would make
+    torch.compile trace the frame twice to specialize it."""
+    torch._dynamo.reset()
+    config = apq_torch.APQConfig(w_bits=4, a_bits=4, group_size=128, a_clip=a_clip)
+    module = apq_torch.APQLinear.from_float(torch.nn.Linear(256, 12), config).to(device)
+    counter = torch._dynamo.testing.CompileCounterWithBackend("inductor")
+    compiled = torch.compile(module, fullgraph=True, dynamic=True, backend=counter)
+    for batch in (3, 5):
+        x = torch.randn(batch, 2, 256, generator=gen).to(device)
+        assert torch.equal(compiled(x), module(x))
+    assert counter.frame_count == 1, f"traced {counter.frame_count} times"

@@ -64,6 +64,22 @@ def test_activation_quantized_once_per_shared_input(share, device):
     torch.testing.assert_close(logits, model(ids).logits, rtol=1e-3, atol=5e-3)
 
 
+@torch.no_grad()
+def test_shared_activation_quantization_keys_on_the_clip(device):
+    """q_proj clips its 4-bit activations at 0.5, every other layer at 0.9: k/v still share
+    one quantize_pack (with their clip), q keeps its own linear, and the result is eager's."""
+    torch._dynamo.reset()
+    model = tiny_llama(layers=LAYERS, hidden=64, intermediate=128, vocab=96).to(device)
+    quantize_(model, APQConfig(w_bits=4, a_bits=4, group_size=64, a_clip=0.9), filter_fn=decoder_linear_filter,
+              overrides=lambda name, module: {"a_clip": 0.5} if name.endswith("q_proj") else {})
+    compiled = apq_torch.compile(model, fullgraph=True, dynamic=True)
+    ids = torch.randint(0, 96, (2, 16), device=device)
+    logits, codes = run_and_get_code(lambda: compiled(ids).logits)
+    calls = op_calls("\n".join(codes))
+    assert calls == {"linear": 3 * LAYERS, "quantize_pack": 2 * LAYERS, "qmatmul": 4 * LAYERS}, calls
+    torch.testing.assert_close(logits, model(ids).logits, rtol=1e-3, atol=5e-3)
+
+
 def test_compile_refuses_a_second_post_grad_pass():
     with pytest.raises(ValueError, match="post_grad_custom_post_pass"):
         apq_torch.compile(torch.nn.Linear(2, 2), options={"post_grad_custom_post_pass": object()})

@@ -76,6 +76,9 @@ def test_quantize_pack_checks(backend):
         apq_torch.quantize_pack(z(2, 3), 1, "signed")
     with pytest.raises(RuntimeError, match="'bits' must be between 1 and 8"):
         apq_torch.quantize_pack(z(2, 3), 12, "signed")
+    for clip in (0.0, -0.5, 1.5, float("nan"), float("inf")):
+        with pytest.raises(RuntimeError, match=r"'clip' must be a clipping ratio in \(0, 1\]"):
+            apq_torch.quantize_pack(z(2, 3), 4, "unsigned", 0, None, clip)
 
 
 def test_gemm_checks(operands, backend):
@@ -141,6 +144,8 @@ def test_linear_checks(operands, backend, gen):
         apq_torch.linear(x.double(), *w, K, 64, 4, "unsigned", None)
     with pytest.raises(RuntimeError, match=r"'w_rowsum' must have shape \[6, 3\]"):
         apq_torch.linear(x, *w, K, 128, 4, "unsigned", None)
+    with pytest.raises(RuntimeError, match=r"'a_clip' must be a clipping ratio in \(0, 1\]"):
+        apq_torch.linear(x, *w, K, 64, 4, "unsigned", None, None, 1.01)
 
 
 @pytest.mark.parametrize("group_size", [0, 32, 64, 100, 128, 192, -64])

@@ -31,6 +31,8 @@ def sample_inputs(gen, to):
         "hadamard-mix-3d-half": (torch.ops.apq.hadamard.default, (xh.reshape(1, 5, 192).half(), mix12)),
         "quantize_pack-hadamard": (torch.ops.apq.quantize_pack.default, (xh, 4, "bipolar", GS, mix12)),
         "linear-hadamard": (torch.ops.apq.linear.default, (xh.view(1, 5, 192), *wh, 192, GS, 8, "unsigned", None, mix12)),
+        "quantize_pack-clip": (torch.ops.apq.quantize_pack.default, (x, 4, "unsigned", GS, None, 0.9)),
+        "linear-clip": (torch.ops.apq.linear.default, (x.view(1, 5, K), *w, K, GS, 4, "unsigned", None, None, 0.75)),
     }
 
 

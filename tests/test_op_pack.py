@@ -89,3 +89,35 @@ def test_quantize_pack_special_rows(fmt, backend):
 def test_quantize_pack_empty_batch(backend):
     planes, rowsum, scale, offset = apq_torch.quantize_pack(backend.to(torch.zeros(0, 100)), 4, "bipolar", 64)
     assert planes.shape == (4, 0, 8) and rowsum.shape == (0, 2) and scale.shape == (0,)
+
+
+@pytest.mark.parametrize("clip", [1.0, 0.9, 0.5, 2**-20])
+@pytest.mark.parametrize("fmt,bits", [("unsigned", 4), ("signed", 4), ("bipolar", 4), ("unsigned", 8), ("bipolar", 1)])
+def test_quantize_pack_clip_matches_reference_exactly(fmt, bits, clip, backend, gen):
+    for dtype, group_size in ((torch.float32, 0), (torch.bfloat16, 64)):
+        x = random_activation(17, 300, dtype, gen)
+        poison_allocator(backend.device)
+        got = apq_torch.quantize_pack(backend.to(x), bits, fmt, group_size, None, clip)
+        want = ref.quantize_pack(x, bits, fmt, group_size, clip=clip)
+        for name, a, b in zip(("planes", "rowsum", "scale", "offset"), got, want):
+            assert torch.equal(a.cpu(), b), (name, dtype)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_quantize_pack_clip_scales_the_range_and_saturates(fmt, backend, gen):
+    """clip c: the step is c times the unclipped one (exactly, for a power of two c), values
+    inside the clipped range are within half a step, and those beyond it take the end codes."""
+    bits, c = 4, 0.5
+    x = random_activation(9, 256, torch.float32, gen)
+    full = apq_torch.quantize_pack(backend.to(x), bits, fmt)
+    planes, _, scale, offset = (t.cpu() for t in apq_torch.quantize_pack(backend.to(x), bits, fmt, 0, None, c))
+    assert torch.equal(scale, full[2].cpu() * c)
+    codes = ref.unpack(planes, 256)
+    x_hat = ref.dequantize(planes, 256, scale, offset, 0)
+    lo, hi = scale * offset, scale * (offset + 2**bits - 1)  # the grid's ends
+    inside = (x >= lo.unsqueeze(1)) & (x <= hi.unsqueeze(1))
+    slack = 1.0 if fmt == "unsigned" else 0.5
+    err = (x_hat - x.double()).abs()
+    assert (err[inside] <= (slack * scale.double().unsqueeze(1).expand_as(err))[inside] * (1 + 2**-16)).all()
+    assert (codes[x > hi.unsqueeze(1)] == 2**bits - 1).all() and (codes[x < lo.unsqueeze(1)] == 0).all()
+    assert (~inside).any(), "a clip of 0.5 must saturate some values"

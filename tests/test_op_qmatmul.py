@@ -104,6 +104,19 @@ def test_linear_is_quantize_pack_then_qmatmul(a_fmt, dtype, group_size, gemm_bac
     assert_within(y.reshape(-1, N), want.y, bound, "linear")
 
 
+@pytest.mark.parametrize("a_clip", [0.9, 0.5])
+def test_linear_with_clip_is_clipped_quantize_pack_then_qmatmul(a_clip, gemm_backend, gen):
+    skip_unsupported(gemm_backend, 64)
+    K, N, a_bits = 320, 24, 4
+    w = random_weight(N, K, 3, "signed", 64, gen)
+    x = torch.randn(7, K, generator=gen)
+    y = apq_torch.linear(gemm_backend.to(x), *gemm_backend.to(*w), K, 64, a_bits, "unsigned", None, None, a_clip)
+    xq = apq_torch.quantize_pack(x, a_bits, "unsigned", 64, None, a_clip)
+    assert not torch.equal(xq[2], apq_torch.quantize_pack(x, a_bits, "unsigned", 64)[2])
+    want = Fp64Product(xq, w, K, 64, None)
+    assert_within(y, want.y, qmatmul_error_bound(want, torch.float32, gemm_backend.device), "linear")
+
+
 def test_linear_accepts_non_contiguous_input(backend, gen):
     K, N = 256, 8
     w = backend.to(*random_weight(N, K, 4, "signed", 0, gen))

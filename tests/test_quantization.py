@@ -92,6 +92,11 @@ def test_importance_weighted_clipping_favours_important_columns(gen):
     ("method", "awq", "method must be 'rtn' or 'gptq'"),
     ("clip_search", 1, "clip_search must be a bool"),
     ("refit_scales", "yes", "refit_scales must be a bool"),
+    ("a_clip", 0.0, r"a_clip must be a clipping ratio in \(0, 1\]"),
+    ("a_clip", 1.1, "a_clip must be a clipping ratio"),
+    ("a_clip", float("nan"), "a_clip must be a clipping ratio"),
+    ("a_clip", True, "a_clip must be a clipping ratio"),
+    ("a_clip", "0.9", "a_clip must be a clipping ratio"),
 ])
 def test_config_validation_names_the_field(field, value, match):
     with pytest.raises(ValueError, match=f"APQConfig.{match}"):
@@ -102,8 +107,11 @@ def test_config_signed_needs_two_bits_and_round_trips():
     with pytest.raises(ValueError, match="APQConfig.w_format='signed' needs at least 2 bits"):
         APQConfig(w_bits=1, w_format="signed")
     c = APQConfig(w_bits=3, a_bits=6, w_format="signed", a_format="bipolar", group_size=0, clip_search=True,
-                  method="gptq")
-    assert APQConfig.from_dict(c.to_dict()) == c
+                  method="gptq", a_clip=0.9)
+    assert APQConfig.from_dict(c.to_dict()) == c and c.label().endswith(" aclip0.9")
+    # a config saved before a_clip existed reads as no clipping
+    old = {k: v for k, v in c.to_dict().items() if k != "a_clip"}
+    assert APQConfig.from_dict(old).a_clip == 1.0
     assert dataclasses.replace(c, w_bits=2).w_bits == 2
     with pytest.raises(ValueError, match="no field"):
         APQConfig.from_dict({"version": APQConfig.VERSION, "w_bit": 3})

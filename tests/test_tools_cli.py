@@ -70,3 +70,16 @@ def test_bench_model_rejects_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--model", "tiny", *argv])
     assert message in capsys.readouterr().err
+
+
+def test_activation_clip_flags_reach_the_config():
+    import argparse
+
+    from apq_torch.tools.cli import _add_config_args, _calibrates, _config_from_args
+
+    p = argparse.ArgumentParser()
+    _add_config_args(p)
+    config = _config_from_args(p.parse_args(["--a-bits", "4", "--a-clip", "0.9"]))
+    assert config.a_clip == 0.9 and not config.a_clip_search and not _calibrates(config)
+    config = _config_from_args(p.parse_args(["--a-clip-search"]))
+    assert config.a_clip_search and _calibrates(config)

@@ -38,7 +38,8 @@ def _linear_args(node: torch.fx.Node) -> dict:
 
 
 class ShareActivationQuantization(CustomGraphPass):
-    """Post-grad pass: one quantize_pack per (activation, bits, format, group size, K)."""
+    """Post-grad pass: one quantize_pack per (activation, bits, format, group size, K,
+    Hadamard mix, clip)."""
 
     def __init__(self):
         self.rewritten = 0  # linear nodes rewritten by the last call (for tests and logs)
@@ -60,18 +61,19 @@ class ShareActivationQuantization(CustomGraphPass):
         for node in graph.nodes:
             if node.op == "call_function" and node.target is _LINEAR:
                 a = _linear_args(node)
-                key = (a["x"], a["K"], a["group_size"], a["a_bits"], a["a_format"], a.get("hadamard"))
+                key = (a["x"], a["K"], a["group_size"], a["a_bits"], a["a_format"], a.get("hadamard"),
+                       a.get("a_clip", 1.0))
                 groups[key].append(node)
         self.rewritten = 0
-        for (x, K, group_size, a_bits, a_format, hadamard), nodes in groups.items():
+        for (x, K, group_size, a_bits, a_format, hadamard, a_clip), nodes in groups.items():
             if len(nodes) >= 2 and isinstance(x, torch.fx.Node) and "val" in x.meta:
-                self._share(graph, x, K, group_size, a_bits, a_format, hadamard, nodes)
+                self._share(graph, x, K, group_size, a_bits, a_format, hadamard, a_clip, nodes)
                 self.rewritten += len(nodes)
         if self.rewritten:
             graph.lint()
 
     @staticmethod
-    def _share(graph, x, K, group_size, a_bits, a_format, hadamard, nodes):
+    def _share(graph, x, K, group_size, a_bits, a_format, hadamard, a_clip, nodes):
         x_val = x.meta["val"]
         fake_mode = torch._guards.detect_fake_mode([x_val])
 
@@ -86,7 +88,7 @@ class ShareActivationQuantization(CustomGraphPass):
 
         with graph.inserting_before(nodes[0]):
             x2 = x if x_val.dim() == 2 else call(torch.ops.aten.view.default, (x, [-1, K]))
-            packed = call(_QUANTIZE_PACK, (x2, a_bits, a_format, group_size, hadamard))
+            packed = call(_QUANTIZE_PACK, (x2, a_bits, a_format, group_size, hadamard, a_clip))
             parts = [call(torch.ops.aten.sym_size.int, (x, d)) if isinstance(s, torch.SymInt) else int(s)
                      for d, s in enumerate(x_val.shape[:-1])]
             qx = [call(operator.getitem, (packed, i), packed.meta["val"][i]) for i in range(4)]

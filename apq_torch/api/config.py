@@ -16,7 +16,11 @@ class APQConfig:
     (0: per output channel), round-to-nearest or with a per-group ``clip_search``; with
     ``refit_scales`` the group scales (and zero points) are refitted by least squares once the
     codes are chosen (Hessian-weighted under GPTQ; apq_torch.quantization.refit).
-    Activations: dynamic per-token ``a_bits`` in ``a_format`` (quantized in the kernel).
+    Activations: dynamic per-token ``a_bits`` in ``a_format`` (quantized in the kernel), each
+    token's range first scaled by ``a_clip`` in (0, 1] (activation clipping: QuaRot clips
+    4-bit activations at 0.9; values beyond the clipped range saturate); with ``a_clip_search``
+    each layer's ``a_clip`` is instead chosen on calibration data (needs calibration input ids;
+    apq_torch.quantization.act_clip), one ratio per input that layers share.
     ``method="gptq"`` compensates rounding errors with calibration data (apq_torch.quantization.gptq).
 
     Keyword-only. ``VERSION`` is written with every saved config and checked on load: it
@@ -33,6 +37,8 @@ class APQConfig:
     clip_search: bool = False
     refit_scales: bool = False
     method: str = "rtn"  # "rtn" (round to nearest) or "gptq" (needs calibration data)
+    a_clip: float = 1.0
+    a_clip_search: bool = False
 
     def __post_init__(self):
         check_bits(self.w_bits, "APQConfig.w_bits")
@@ -42,7 +48,9 @@ class APQConfig:
         check_group_size(self.group_size, "APQConfig.group_size")
         if self.method not in METHODS:
             raise ValueError(f"APQConfig.method must be 'rtn' or 'gptq', got {self.method!r}")
-        for flag in ("clip_search", "refit_scales"):
+        if isinstance(self.a_clip, bool) or not isinstance(self.a_clip, (int, float)) or not 0.0 < self.a_clip <= 1.0:
+            raise ValueError(f"APQConfig.a_clip must be a clipping ratio in (0, 1], got {self.a_clip!r}")
+        for flag in ("clip_search", "refit_scales", "a_clip_search"):
             if not isinstance(getattr(self, flag), bool):
                 raise ValueError(f"APQConfig.{flag} must be a bool, got {getattr(self, flag)!r}")
 
@@ -66,5 +74,6 @@ class APQConfig:
     def label(self) -> str:
         g = "per-channel" if self.group_size == 0 else f"g{self.group_size}"
         extras = (" gptq" if self.method == "gptq" else "") + (" clip" if self.clip_search else "") \
-            + (" refit" if self.refit_scales else "")
+            + (" refit" if self.refit_scales else "") \
+            + (" aclip-search" if self.a_clip_search else f" aclip{self.a_clip:g}" if self.a_clip != 1.0 else "")
         return f"W{self.w_bits}A{self.a_bits} {self.w_format}/{self.a_format} {g}{extras}"

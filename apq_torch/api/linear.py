@@ -15,6 +15,13 @@ from ..quantization.fp32 import KeepsFp32Buffers
 from ..quantization.rotation import online_transform
 from .config import APQConfig
 
+@torch.compiler.assume_constant_result
+def activation_clip(config: APQConfig) -> float:
+    """``config.a_clip`` as a constant to torch.compile: a float read from an object is traced
+    as a graph input, which a custom op cannot take, and the frame traced twice to specialize it."""
+    return float(config.a_clip)
+
+
 class APQLinear(KeepsFp32Buffers, nn.Module):
     """Drop-in replacement for ``nn.Linear`` (inference only).
 
@@ -85,7 +92,7 @@ class APQLinear(KeepsFp32Buffers, nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         c = self.config
         return ops.linear(x, self.w_planes, self.w_rowsum, self.w_scale, self.w_offset, self.in_features,
-                          c.group_size, c.a_bits, c.a_format, self.bias, self.hadamard)
+                          c.group_size, c.a_bits, c.a_format, self.bias, self.hadamard, activation_clip(c))
 
     def dequantized_weight(self) -> Tensor:
         """fp32 [out, in]: the weight values the kernel multiplies with (after the online
@@ -103,6 +110,6 @@ class APQLinear(KeepsFp32Buffers, nn.Module):
         group = "per-channel" if c.group_size == 0 else f"group_size={c.group_size}"
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, w_bits={c.w_bits} ({c.w_format}), "
-                f"a_bits={c.a_bits} ({c.a_format}), {group}"
+                f"a_bits={c.a_bits} ({c.a_format}{'' if c.a_clip == 1.0 else f', clip {c.a_clip:g}'}), {group}"
                 f"{', clip_search' if c.clip_search else ''}{', refit_scales' if c.refit_scales else ''}"
                 f"{'' if self.hadamard is None else f', hadamard={self.hadamard.shape[0]}x{self.in_features // self.hadamard.shape[0]}'}")

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..quantization import HessianRecorder, QuantizedWeight, collect_hessians, decoder_layers, gptq_quantize
+from ..quantization.act_clip import ActivationClipRecorder
 from ..quantization.rotation import RotationConfig, rotate_
 from ..quantization.sequential import LayerInputRecorder, StopForward, sequential_gptq
 from .config import APQConfig
@@ -68,8 +69,10 @@ def quantize_(model: nn.Module, config: Union[APQConfig, RotationConfig],
     GPTQ is *sequential* on a decoder LLM (``sequential=None`` picks it whenever the model has
     decoder layers): layer by layer, each calibrated on the outputs of the layers before it
     as quantized (apq_torch.quantization.sequential); ``sequential=False`` takes every
-    Hessian from one pass of the float model. To run your own calibration loop instead,
-    use :func:`prepare` and :func:`convert`.
+    Hessian from one pass of the float model. Layers with ``a_clip_search`` take their
+    activation clipping ratio from one more pass of the float model over the same input ids
+    (apq_torch.quantization.act_clip). To run your own calibration loop instead, use
+    :func:`prepare` and :func:`convert`.
 
     ``config`` may also be a :class:`RotationConfig`: the model's residual stream is then
     rotated in place (apq_torch.quantization.rotation; no other argument applies), to be
@@ -81,6 +84,19 @@ def quantize_(model: nn.Module, config: Union[APQConfig, RotationConfig],
                              "overrides, calibration or sequential")
         return rotate_(model, config)
     plan = _plan(model, config, filter_fn, overrides)
+    search = _clip_search_layers(plan)
+    if search:
+        if calibration is None or isinstance(calibration, Mapping):
+            raise ValueError(f"APQConfig.a_clip_search=True needs calibration= input ids (not Hessians); "
+                             f"layers: {sorted(search)[:3]}...")
+        calibration = list(calibration)  # read twice: the search, then GPTQ
+        clips = ActivationClipRecorder(model, search)
+        try:
+            for ids in calibration:
+                _forward(model, ids)
+        finally:
+            clips.remove()
+        plan = _with_clips(plan, clips)
     gptq = _gptq_names(plan)
     if gptq and calibration is None:
         raise ValueError(f"APQConfig.method='gptq' needs calibration= (input ids or Hessians); "
@@ -107,7 +123,8 @@ def prepare(model: nn.Module, config: APQConfig, filter_fn: Optional[Callable[[n
             overrides: Overrides = None, *, sequential: Optional[bool] = None) -> nn.Module:
     """First step of the two-step flow: plan the layers as :func:`quantize_` would and start
     recording. Run any forward passes (your calibration data, any batch shapes), then call
-    :func:`convert`. Returns ``model``.
+    :func:`convert`. Returns ``model``. Layers with ``a_clip_search`` record their activation
+    clipping search in the same passes.
 
     Sequential GPTQ (the default on a decoder LLM, as in :func:`quantize_`) records the
     inputs of the first decoder layer (hidden states and the layer's keyword arguments,
@@ -121,7 +138,9 @@ def prepare(model: nn.Module, config: APQConfig, filter_fn: Optional[Callable[[n
         recorder = _SequentialRecorder(model, plan, stop_early=False)
     else:
         recorder = HessianRecorder(model, sorted(gptq))
-    setattr(model, _PREPARED, (plan, recorder))
+    search = _clip_search_layers(plan)
+    clips = ActivationClipRecorder(model, search) if search else None
+    setattr(model, _PREPARED, (plan, recorder, clips))
     return model
 
 
@@ -131,9 +150,12 @@ def convert(model: nn.Module) -> nn.Module:
     by layer); stops recording. Returns ``model``."""
     if not hasattr(model, _PREPARED):
         raise ValueError("model was not prepared: call apq_torch.prepare(model, config) first")
-    plan, recorder = getattr(model, _PREPARED)
+    plan, recorder, clips = getattr(model, _PREPARED)
     recorder.remove()
     delattr(model, _PREPARED)
+    if clips is not None:
+        clips.remove()
+        plan = _with_clips(plan, clips)
     if isinstance(recorder, _SequentialRecorder):
         if not recorder.layer_inputs.inputs:
             raise ValueError("no calibration data reached the first decoder layer between prepare and convert")
@@ -142,6 +164,29 @@ def convert(model: nn.Module) -> nn.Module:
     if missing:
         raise ValueError(f"no calibration data reached {missing[:3]} between prepare and convert")
     return _convert(model, plan, recorder.hessians)
+
+
+def _clip_search_layers(plan: dict) -> dict:
+    """{name: (a_bits, a_format)} of the planned layers with a_clip_search."""
+    return {name: (cfg.a_bits, cfg.a_format) for name, (_, cfg) in plan.items() if cfg.a_clip_search}
+
+
+def _with_clips(plan: dict, clips: ActivationClipRecorder) -> dict:
+    """The plan with each searched layer's a_clip set to the ratio the search chose."""
+    chosen = clips.choose()
+    missing = sorted(set(_clip_search_layers(plan)) - set(chosen))
+    if missing:
+        raise ValueError(f"no calibration data reached {missing[:3]}: the activation clipping search has nothing "
+                         "to choose from")
+    return {name: (module, dataclasses.replace(cfg, a_clip=chosen[name]) if name in chosen else cfg)
+            for name, (module, cfg) in plan.items()}
+
+
+def _forward(model: nn.Module, ids) -> None:
+    """One calibration pass (no KV cache where the model takes use_cache)."""
+    takes_cache = "use_cache" in inspect.signature(model.forward).parameters
+    with torch.no_grad():
+        model(ids, use_cache=False) if takes_cache else model(ids)
 
 
 def _gptq_names(plan: dict) -> set:
@@ -186,12 +231,10 @@ class _SequentialRecorder:
         self.layer_inputs = LayerInputRecorder(self.layers[0], stop=stop_early and not outside)
 
     def run(self, ids) -> None:
-        takes_cache = "use_cache" in inspect.signature(self.model.forward).parameters
-        with torch.no_grad():
-            try:
-                self.model(ids, use_cache=False) if takes_cache else self.model(ids)
-            except StopForward:
-                pass
+        try:
+            _forward(self.model, ids)
+        except StopForward:
+            pass
 
     def remove(self) -> None:
         self.hessians.remove()

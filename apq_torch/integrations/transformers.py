@@ -38,7 +38,7 @@ class APQTransformersConfig(QuantizationConfigMixin):
     """``quantization_config`` for ``from_pretrained``.
 
     Keyword arguments: the :class:`~apq_torch.APQConfig` fields (``w_bits``, ``a_bits``,
-    ``w_format``, ``a_format``, ``group_size``, ``clip_search``, ``refit_scales``, ``method``), applied to every
+    ``w_format``, ``a_format``, ``group_size``, ``clip_search``, ``refit_scales``, ``method``, ``a_clip``), applied to every
     ``nn.Linear`` except ``modules_to_not_convert`` (default: transformers' usual skips, the
     output embedding and tied weights); ``overrides`` as in :func:`~apq_torch.quantize_` (a
     dict of module name -> field changes, or a callable); for ``method="gptq"`` the

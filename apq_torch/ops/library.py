@@ -66,15 +66,29 @@ def _(planes, K):
     return planes.new_empty((planes.shape[1], K), dtype=torch.int32)
 
 
-def quantize_pack(x: Tensor, bits: int, format: str, group_size: int = 0, hadamard: Optional[Tensor] = None):
+def quantize_pack(x: Tensor, bits: int, format: str, group_size: int = 0, hadamard: Optional[Tensor] = None,
+                  clip: Optional[float] = None):
     """Per-token dynamic quantization of float ``x [M, K]`` and packing, in one pass.
 
     ``format`` is ``"unsigned"`` (asymmetric, zero point), ``"signed"`` or ``"bipolar"``.
     Returns ``(planes, rowsum, scale, offset)``: the planes and per-group row sums as in
     :func:`pack`, and fp32 ``[M]`` scale and offset with value = scale * (code + offset).
     With ``hadamard`` (a mix matrix, see :func:`hadamard`) each row is rotated first, in fp32.
+    ``clip`` in (0, 1] scales each row's range before its scale is chosen; values beyond the
+    clipped range saturate at the end codes (activation clipping, as QuaRot's 0.9); None: 1.
     """
-    return torch.ops.apq.quantize_pack.default(x, bits, format, group_size, hadamard)
+    return torch.ops.apq.quantize_pack.default(x, bits, format, group_size, hadamard, _ratio(clip))
+
+
+def _ratio(clip: Optional[float]) -> float:
+    # A literal default, not a float read from a function's defaults: torch.compile would trace
+    # such a float as a graph input, find that a custom op cannot take it as a tensor, and
+    # trace the whole frame a second time with the value specialized.
+    return 1.0 if clip is None else clip
+
+
+def _check_clip(clip, op: str, name: str) -> None:
+    torch._check(0.0 < clip <= 1.0, lambda: f"{op}: argument '{name}' must be a clipping ratio in (0, 1], got {clip}")
 
 
 def _check_mix(mix: Tensor, n, op: str, name: str) -> None:
@@ -87,11 +101,12 @@ def _check_mix(mix: Tensor, n, op: str, name: str) -> None:
 
 
 @torch.library.register_fake("apq::quantize_pack")
-def _(x, bits, format, group_size=0, hadamard=None):
+def _(x, bits, format, group_size=0, hadamard=None, clip=1.0):
     torch._check(x.dim() == 2, lambda: f"apq::quantize_pack: argument 'x' must be 2-D [M, K], got {x.dim()}")
     torch._check(format in FORMATS, lambda: f"apq::quantize_pack: argument 'format' must be one of {FORMATS}")
     if hadamard is not None:
         _check_mix(hadamard, x.shape[1], "apq::quantize_pack", "hadamard")
+    _check_clip(clip, "apq::quantize_pack", "clip")
     M, K = x.shape
     planes = x.new_empty((bits, M, padded_words(K)), dtype=torch.int32)
     rowsum = x.new_empty((M, num_groups(K, group_size)), dtype=torch.int32)
@@ -152,21 +167,23 @@ def _(x_planes, x_rowsum, x_scale, x_offset, w_planes, w_rowsum, w_scale, w_offs
 
 def linear(x: Tensor, w_planes: Tensor, w_rowsum: Tensor, w_scale: Tensor, w_offset: Tensor,
            K: int, group_size: int, a_bits: int, a_format: str,
-           bias: Optional[Tensor] = None, hadamard: Optional[Tensor] = None) -> Tensor:
-    """``quantize_pack`` of ``x [..., K]`` (rotated first by the ``hadamard`` mix, if given)
-    then ``qmatmul``; output ``[..., N]`` in ``x.dtype``."""
+           bias: Optional[Tensor] = None, hadamard: Optional[Tensor] = None,
+           a_clip: Optional[float] = None) -> Tensor:
+    """``quantize_pack`` of ``x [..., K]`` (rotated first by the ``hadamard`` mix, if given,
+    its range clipped by ``a_clip``, None: 1) then ``qmatmul``; output ``[..., N]`` in ``x.dtype``."""
     return torch.ops.apq.linear.default(x, w_planes, w_rowsum, w_scale, w_offset, K,
-                                        group_size, a_bits, a_format, bias, hadamard)
+                                        group_size, a_bits, a_format, bias, hadamard, _ratio(a_clip))
 
 
 @torch.library.register_fake("apq::linear")
-def _(x, w_planes, w_rowsum, w_scale, w_offset, K, group_size, a_bits, a_format, bias, hadamard=None):
+def _(x, w_planes, w_rowsum, w_scale, w_offset, K, group_size, a_bits, a_format, bias, hadamard=None, a_clip=1.0):
     op = "apq::linear"
     torch._check(x.dim() >= 1 and x.shape[-1] == K,
                  lambda: f"{op}: argument 'x' must have last dimension K={K}, got {list(x.shape)}")
     _check_weight(w_planes, w_rowsum, w_scale, w_offset, K, group_size, op)
     if hadamard is not None:
         _check_mix(hadamard, K, op, "hadamard")
+    _check_clip(a_clip, op, "a_clip")
     if bias is not None:
         _check_shape(bias, (w_planes.shape[1],), op, "bias")
     return x.new_empty((*x.shape[:-1], w_planes.shape[1]))

@@ -89,7 +89,7 @@ def quantize(args) -> int:
 
     config = _config_from_args(args)
     model, tok, calib_text, text = _smollm2_and_texts()
-    calib = token_windows(tok, calib_text, 512, args.calib_windows) if config.method == "gptq" else None
+    calib = token_windows(tok, calib_text, 512, args.calib_windows) if _calibrates(config) else None
     _rotate_if_asked(model, args)
     quantize_(model, config, decoder_linear_filter, calibration=calib)
     save_quantized(model, args.out)
@@ -109,7 +109,12 @@ def _config_from_args(args):
 
     return APQConfig(w_bits=args.w_bits, a_bits=args.a_bits, w_format=args.w_format, a_format=args.a_format,
                      group_size=args.group_size, clip_search=args.clip, refit_scales=args.refit,
-                     method="gptq" if args.gptq else "rtn")
+                     method="gptq" if args.gptq else "rtn", a_clip=args.a_clip, a_clip_search=args.a_clip_search)
+
+
+def _calibrates(config) -> bool:
+    """Whether quantize_ needs calibration text for ``config``."""
+    return config.method == "gptq" or config.a_clip_search
 
 
 def _rotate_if_asked(model, args) -> None:
@@ -163,7 +168,7 @@ def evaluate(args) -> int:
         overrides = mixed_precision_overrides(model, args.budget, calib[0])
     quantized = copy.deepcopy(model)
     _rotate_if_asked(quantized, args)
-    quantize_(quantized, config, decoder_linear_filter, overrides, calibration=calib if config.method == "gptq" else None)
+    quantize_(quantized, config, decoder_linear_filter, overrides, calibration=calib if _calibrates(config) else None)
     ppl = perplexity(quantized, tok, text, args.seq_len, args.windows, desc="quantized")
     fp = weight_footprint(quantized)
     label = ("rotated " if args.rotate else "") + config.label()
@@ -184,6 +189,10 @@ def _add_config_args(p):
     p.add_argument("--clip", action="store_true", help="per-group clipping search")
     p.add_argument("--refit", action="store_true",
                    help="least-squares refit of the group scales once the codes are chosen")
+    p.add_argument("--a-clip", type=float, default=1.0,
+                   help="activation clipping ratio in (0, 1]: each token's range is scaled by it (0.9 helps A4)")
+    p.add_argument("--a-clip-search", action="store_true",
+                   help="choose each layer's activation clipping ratio on the calibration text")
     p.add_argument("--gptq", action="store_true", help="GPTQ with calibration text (sequential, layer by layer)")
     p.add_argument("--rotate", action="store_true",
                    help="rotate the residual stream first (randomized Hadamard, online transforms before "

@@ -254,9 +254,9 @@ Tensor qmatmul_cpu(const Tensor& x_planes, const Tensor& x_rowsum, const Tensor&
 Tensor linear_cpu(const Tensor& x, const Tensor& w_planes, const Tensor& w_rowsum,
                   const Tensor& w_scale, const Tensor& w_offset, int64_t K, int64_t group_size,
                   int64_t a_bits, std::string_view a_format, const std::optional<Tensor>& bias,
-                  const std::optional<Tensor>& hadamard) {
+                  const std::optional<Tensor>& hadamard, double a_clip) {
   constexpr const char* op = "apq::linear";
-  check_linear_args(op, x, w_planes, K, group_size, a_bits, a_format, hadamard);
+  check_linear_args(op, x, w_planes, K, group_size, a_bits, a_format, hadamard, a_clip);
   check_weight_args(op, w_planes, w_rowsum, w_scale, w_offset, K, group_size, bias);
   check_same_device(op, {{"x", &x}, {"w_planes", &w_planes}});
   const Format fmt = parse_format(a_format, a_bits, op, "a_format");
@@ -267,7 +267,7 @@ Tensor linear_cpu(const Tensor& x, const Tensor& w_planes, const Tensor& w_rowsu
   Tensor rowsum = at::empty({M, num_groups(K, group_size)}, opts.dtype(at::kInt));
   Tensor scale = at::empty({M}, opts.dtype(at::kFloat));
   Tensor offset = at::empty({M}, opts.dtype(at::kFloat));
-  cpu::quantize_rows(x2, a_bits, fmt, group_size, cpu::RowRotation(hadamard, K), scale.data_ptr<float>(),
+  cpu::quantize_rows(x2, a_bits, fmt, group_size, cpu::RowRotation(hadamard, K), a_clip, scale.data_ptr<float>(),
                      offset.data_ptr<float>(), rowsum.data_ptr<int32_t>(),
                      [&](int64_t m, const uint8_t* codes) { xo.put_codes(m, codes); });
   const Tensor y = affine_product(xo, rowsum.data_ptr<int32_t>(), scale.data_ptr<float>(), offset.data_ptr<float>(),

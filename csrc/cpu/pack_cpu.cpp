@@ -62,15 +62,15 @@ Tensor unpack_cpu(const Tensor& planes, int64_t K) {
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> quantize_pack_cpu(
     const Tensor& x, int64_t bits, std::string_view format, int64_t group_size,
-    const std::optional<Tensor>& hadamard) {
-  const Format fmt = check_quantize_pack_args(x, bits, format, group_size, hadamard);
+    const std::optional<Tensor>& hadamard, double clip) {
+  const Format fmt = check_quantize_pack_args(x, bits, format, group_size, hadamard, clip);
   const int64_t M = x.size(0), K = x.size(1);
   const auto opts = x.options();
   Tensor planes = at::empty({bits, M, padded_words(K)}, opts.dtype(at::kInt));
   Tensor rowsum = at::empty({M, num_groups(K, group_size)}, opts.dtype(at::kInt));
   Tensor scale = at::empty({M}, opts.dtype(at::kFloat));
   Tensor offset = at::empty({M}, opts.dtype(at::kFloat));
-  cpu::quantize_rows(x, bits, fmt, group_size, cpu::RowRotation(hadamard, K), scale.data_ptr<float>(),
+  cpu::quantize_rows(x, bits, fmt, group_size, cpu::RowRotation(hadamard, K), clip, scale.data_ptr<float>(),
                      offset.data_ptr<float>(), rowsum.data_ptr<int32_t>(),
                      [&](int64_t m, const uint8_t* codes) { pack_row(codes, m, K, planes); });
   return {planes, rowsum, scale, offset};

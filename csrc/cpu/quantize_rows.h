@@ -44,11 +44,12 @@ struct RowRotation {
 };
 
 // Quantizes the rows of x [M, K] (contiguous, floating) in parallel, rotated first when
-// `rotation` has a mix: writes scale[m], offset[m] and rowsum[m, :] (groups of group_size,
-// 0: one), then calls emit(m, codes) with the row's K codes.
+// `rotation` has a mix, each range scaled by `clip` (choose_params): writes scale[m],
+// offset[m] and rowsum[m, :] (groups of group_size, 0: one), then calls emit(m, codes)
+// with the row's K codes.
 template <class Emit>
 void quantize_rows(const at::Tensor& x, int64_t bits, Format fmt, int64_t group_size, const RowRotation& rotation,
-                   float* scale, float* offset, int32_t* rowsum, const Emit& emit) {
+                   double clip, float* scale, float* offset, int32_t* rowsum, const Emit& emit) {
   const int64_t M = x.size(0), K = x.size(1), G = num_groups(K, group_size);
   const Kernels& kernels = pack_kernels();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "quantize_rows", [&] {
@@ -63,7 +64,7 @@ void quantize_rows(const at::Tensor& x, int64_t bits, Format fmt, int64_t group_
           if (rotation.transform) rotation.transform(row.data(), K, rotation.mix, rotation.m, rotation.scale, scratch.data());
           xf = row.data();
         }
-        const QuantParams p = choose_params(kernels.row_stats(xf, K), static_cast<int>(bits), fmt);
+        const QuantParams p = choose_params(kernels.row_stats(xf, K), static_cast<int>(bits), fmt, static_cast<float>(clip));
         scale[m] = p.scale;
         offset[m] = p.offset;
         kernels.quantize_row(xf, K, p, static_cast<int>(bits), codes.data());

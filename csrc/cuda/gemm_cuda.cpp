@@ -180,12 +180,12 @@ Tensor qmatmul_cuda(const Tensor& x_planes, const Tensor& x_rowsum, const Tensor
 Tensor linear_cuda(const Tensor& x, const Tensor& w_planes, const Tensor& w_rowsum, const Tensor& w_scale,
                    const Tensor& w_offset, int64_t K, int64_t group_size, int64_t a_bits,
                    std::string_view a_format, const std::optional<Tensor>& bias,
-                   const std::optional<Tensor>& hadamard) {
+                   const std::optional<Tensor>& hadamard, double a_clip) {
   constexpr const char* op = "apq::linear";
-  check_linear_args(op, x, w_planes, K, group_size, a_bits, a_format, hadamard);
+  check_linear_args(op, x, w_planes, K, group_size, a_bits, a_format, hadamard, a_clip);
   const c10::cuda::CUDAGuard guard(x.device());
   const auto [x_planes, x_rowsum, x_scale, x_offset] =
-      quantize_pack_cuda(x.reshape({-1, K}).contiguous(), a_bits, a_format, group_size, hadamard);
+      quantize_pack_cuda(x.reshape({-1, K}).contiguous(), a_bits, a_format, group_size, hadamard, a_clip);
   const Tensor y = qmatmul_impl(op, x_planes, x_rowsum, x_scale, x_offset, w_planes, w_rowsum, w_scale, w_offset,
                                 K, group_size, bias, x.scalar_type());
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());

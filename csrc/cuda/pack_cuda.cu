@@ -72,7 +72,7 @@ __global__ void quantize_pack_kernel(const scalar_t* __restrict__ x, int64_t M, 
                                      int64_t G, uint32_t* __restrict__ planes,
                                      int32_t* __restrict__ rowsum, float* __restrict__ scale,
                                      float* __restrict__ offset, const float* __restrict__ mix, int mix_size,
-                                     float hadamard_scale) {
+                                     float hadamard_scale, float clip) {
   extern __shared__ int32_t group_sums[];
   __shared__ RowStats warp_stats[kWarps];
   __shared__ QuantParams params;
@@ -96,7 +96,7 @@ __global__ void quantize_pack_kernel(const scalar_t* __restrict__ x, int64_t M, 
   if (threadIdx.x == 0) {
     RowStats all = warp_stats[0];
     for (int i = 1; i < kWarps; ++i) all.merge(warp_stats[i]);
-    params = choose_params(all, bits, format);
+    params = choose_params(all, bits, format, clip);
     scale[m] = params.scale;
     offset[m] = params.offset;
   }
@@ -169,9 +169,9 @@ Tensor unpack_cuda(const Tensor& planes, int64_t K) {
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> quantize_pack_cuda(
     const Tensor& x, int64_t bits, std::string_view format, int64_t group_size,
-    const std::optional<Tensor>& hadamard) {
+    const std::optional<Tensor>& hadamard, double clip) {
   constexpr const char* op = "apq::quantize_pack";
-  const Format fmt = check_quantize_pack_args(x, bits, format, group_size, hadamard);
+  const Format fmt = check_quantize_pack_args(x, bits, format, group_size, hadamard, clip);
   const int64_t M = x.size(0), K = x.size(1);
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t words = padded_words(K), G = num_groups(K, group_size);
@@ -190,7 +190,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> quantize_pack_cuda(
         x.data_ptr<scalar_t>(), M, K, words, static_cast<int>(bits), fmt, group_size, G,
         reinterpret_cast<uint32_t*>(planes.data_ptr<int32_t>()), rowsum.data_ptr<int32_t>(),
         scale.data_ptr<float>(), offset.data_ptr<float>(), hadamard ? hadamard->data_ptr<float>() : nullptr,
-        mix_size, hadamard_scale(K / mix_size));
+        mix_size, hadamard_scale(K / mix_size), static_cast<float>(clip));
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return {planes, rowsum, scale, offset};

@@ -5,7 +5,7 @@ apq_torch/integrations/checkpoint.py) and gives every listed linear layer an
 vLLM merges some layers of the checkpoint into one (q/k/v into ``qkv_proj``, gate/up into
 ``gate_up_proj``, per the model's ``packed_modules_mapping``). A merged layer holds one packed
 weight, so its parts must agree on what the kernel reads (w_bits, group_size, a_bits,
-a_format) and be either all quantized or all float; anything else is refused by name.
+a_format, a_clip) and be either all quantized or all float; anything else is refused by name.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from apq_torch.integrations.checkpoint import QUANT_METHOD, read_checkpoint_entr
 from .linear import APQLinearMethod
 
 # What the kernel reads from a layer's config; the parts of a merged layer must agree on it.
-KERNEL_FIELDS = ("w_bits", "group_size", "a_bits", "a_format")
+KERNEL_FIELDS = ("w_bits", "group_size", "a_bits", "a_format", "a_clip")
 
 
 class APQVllmConfig(QuantizationConfig):

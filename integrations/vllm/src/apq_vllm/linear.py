@@ -30,6 +30,7 @@ from vllm.model_executor.layers.linear import LinearMethodBase
 from vllm.model_executor.utils import set_weight_attrs
 
 from apq_torch import APQConfig, APQLinear, ops
+from apq_torch.api.linear import activation_clip
 
 
 class APQLinearMethod(LinearMethodBase):
@@ -64,7 +65,7 @@ class APQLinearMethod(LinearMethodBase):
         c = self.config
         if not layer.apq_gather:
             return ops.linear(x, layer.w_planes, layer.w_rowsum, layer.w_scale, layer.w_offset, layer.apq_K,
-                              c.group_size, c.a_bits, c.a_format, bias)
+                              c.group_size, c.a_bits, c.a_format, bias, a_clip=activation_clip(c))
         # Row-parallel: vLLM passes the (whole) bias to rank 0 only, for a partial sum, and none
         # with skip_bias_add (it returns the bias to the caller). Here each rank owns whole
         # outputs, so it adds its own rows' bias, in the kernel as one device does.
@@ -73,7 +74,7 @@ class APQLinearMethod(LinearMethodBase):
         own_bias = None if layer.bias is None or layer.skip_bias_add else layer.bias[mine]
         row = tensor_model_parallel_all_gather(x.contiguous(), dim=-1)
         y = ops.linear(row, layer.w_planes, layer.w_rowsum, layer.w_scale, layer.w_offset, layer.apq_K,
-                       c.group_size, c.a_bits, c.a_format, own_bias)
+                       c.group_size, c.a_bits, c.a_format, own_bias, a_clip=activation_clip(c))
         out = y.new_zeros(*y.shape[:-1], rows * layer.tp_size)
         out[..., mine] = y
         return out
