@@ -38,7 +38,8 @@ def main():
     lines = ["# SmolLM2-135M-Instruct W4A4: activation clipping", "",
              "Written by `bench/activation_clip_smollm2.py`: rotated, one-pass GPTQ (8 calibration windows), "
              "group 64, refit, 4-bit unsigned activations per token; pydoc text, 4 and 16 windows of 512 "
-             "tokens. \"search\": APQConfig.a_clip_search (per layer input, on the calibration text).", "",
+             "tokens. \"search\": APQConfig.a_clip_search (per layer input, on the calibration text). Calibration: "
+             "wall clock of quantize_ (an upper bound on a machine shared with other jobs).", "",
              f"fp32 (rotated): {base[4]:.2f} on 4 windows, {base[16]:.2f} on 16.", "",
              "| weights | activation clip | 4 windows | 16 windows | 16 windows vs fp32 | calibration |",
              "|---|---|---:|---:|---:|---:|"]
