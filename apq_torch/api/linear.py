@@ -15,6 +15,7 @@ from ..quantization.fp32 import KeepsFp32Buffers
 from ..quantization.rotation import online_transform
 from .config import APQConfig
 
+
 @torch.compiler.assume_constant_result
 def activation_clip(config: APQConfig) -> float:
     """``config.a_clip`` as a constant to torch.compile: a float read from an object is traced
