@@ -94,6 +94,14 @@ def quantize(x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, bits: i
     return torch.where(scale.isnan().unsqueeze(-1), torch.zeros_like(codes), codes).to(torch.int32)
 
 
+def fake_quantize(x: torch.Tensor, bits: int, fmt: str, clip: float = 1.0) -> torch.Tensor:
+    """fp32 values the kernels multiply for x [..., K]: each row quantized per token (at
+    ``clip``) as quantize_pack does, then dequantized."""
+    x2 = x.float().reshape(-1, x.shape[-1])
+    scale, offset = quant_params(x2, bits, fmt, clip)
+    return dequantize_codes(quantize(x2, scale, offset, bits), scale, offset, 0).reshape(x.shape)
+
+
 def hadamard(x: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
     """x [..., n] times R^T, R = mix (x) H_P / sqrt(P) (m = mix.size(0), P = n / m a power of
     two, H_P Sylvester's), in fp32 in the kernels' order: butterflies x[j] +- x[j + h] for

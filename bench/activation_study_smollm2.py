@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from apq_torch import ops, quantize_
+from apq_torch import reference as ref
 from apq_torch.quantization.rotation import RotationConfig
 from apq_torch.tools.eval import perplexity
 from apq_torch.tools.models import calibration_and_eval_text, decoder_linear_filter, load_smollm2
@@ -30,17 +31,10 @@ VARIANTS = (("fp32 activations", None, 1.0, 0), ("A8 per token", 8, 1.0, 0), ("A
 
 
 def fake_quantize(x: torch.Tensor, bits: int, clip: float, group: int) -> torch.Tensor:
-    """Unsigned with zero point over each row (or each group of ``group`` columns), the range
-    scaled by ``clip`` and values beyond it clamped."""
-    shape = x.shape
-    if group:
-        x = x.reshape(*shape[:-1], shape[-1] // group, group)
-    lo = x.amin(-1, keepdim=True).clamp(max=0) * clip
-    hi = x.amax(-1, keepdim=True).clamp(min=0) * clip
-    qmax = 2**bits - 1
-    scale = ((hi - lo) / qmax).clamp(min=torch.finfo(torch.float32).tiny)
-    zero = (-lo / scale).round()
-    return (((x / scale + zero).round().clamp(0, qmax) - zero) * scale).reshape(shape)
+    """Unsigned with zero point over each row (or each group of ``group`` columns, each then
+    treated as a row), the range scaled by ``clip``: the kernels' per-token quantization."""
+    rows = x.reshape(-1, group) if group else x
+    return ref.fake_quantize(rows, bits, "unsigned", clip).reshape(x.shape)
 
 
 def with_activation_quantization(model: nn.Module, bits, clip: float, group: int) -> nn.Module:

@@ -71,7 +71,7 @@ class ActivationClipRecorder:
         if mix is not None:
             x = ops.hadamard(x, mix)
         x = x[torch.isfinite(x).all(-1)]  # a non-finite token has no scale to choose
-        return torch.stack([x - _fake_quantize(x, bits, fmt, c) for c in ACT_CLIP_RATIOS])
+        return torch.stack([x - reference.fake_quantize(x, bits, fmt, c) for c in ACT_CLIP_RATIOS])
 
     def choose(self) -> dict[str, float]:
         """{layer name: ratio} for every layer whose input was seen: per group of layers
@@ -88,10 +88,3 @@ class ActivationClipRecorder:
             h.remove()
         self._handles = []
         self._last = None
-
-
-def _fake_quantize(x: Tensor, bits: int, fmt: str, clip: float) -> Tensor:
-    """The values the kernels multiply: per-token quantization of x [T, K] at ``clip``."""
-    scale, offset = reference.quant_params(x, bits, fmt, clip)
-    codes = reference.quantize(x, scale, offset, bits)
-    return scale.unsqueeze(-1) * (codes.float() + offset.unsqueeze(-1))
